@@ -1,0 +1,261 @@
+"""Typed run configuration: defaults here, YAML files override, ``key=value`` overrides YAML.
+
+Unknown keys, wrong types and values outside a field's choices raise :class:`ConfigError`
+naming the key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+CROSSABLE = LAYERS[1:]  # conv1 reads the image, which both towers receive whole ([P] §3.5)
+
+
+class ConfigError(ValueError):
+    """A configuration problem a user can fix; the message names the key."""
+
+
+def choice(default, *choices):
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass
+class RunConfig:
+    dir: str = ""  # empty: runs/<model>-<time>
+    name: str = ""
+
+
+@dataclass
+class ModelConfig:
+    name: str = choice("alexnet2012", "alexnet2012", "streamlined", "torchvision")
+    preset: str = choice("original", "original", "paper", "caffe")
+    # total widths of conv1..conv5, fc6, fc7 (both towers); empty = the model's full size
+    widths: list[int] = field(default_factory=list)
+    input_size: int = 0  # 0 = the preset's (224, caffe 227)
+    # the layers that take input from both towers; default the paper's (spec §1)
+    cross: list[str] = field(default_factory=lambda: ["conv3", "fc6", "fc7", "fc8"])
+    half: bool = False  # the one-column net of the paper's ablation (spec §1.4)
+    lrn: bool = True  # response normalisation (LRN, and the 2012 code's spatial norm)
+    overlap_pool: bool = True  # 3/2 pooling ([P] §3.4); false = 2/2
+    dropout: str = choice("paper", "paper", "inverted", "none")
+    init: str = choice("preset", "preset", "default", "xavier")  # baselines: d2l's choices
+
+
+@dataclass
+class DataConfig:
+    name: str = choice("fashion_mnist", "fashion_mnist", "imagefolder", "synthetic")
+    root: str = ""  # fashion_mnist: folder of IDX files; imagefolder: a prepared store
+    train_subset: int = 0  # use the first N training images (0 = all)
+    test_subset: int = 0  # evaluate on the first N test images (0 = all)
+    normalize: bool = True  # standardise pixels; false = d2l's [0, 1] pixels
+    resize: int = 0  # size before the random crop (0 = input size, no crop)
+    flip: bool = True
+    colour_noise: str = choice("code", "none", "paper", "code")  # spec §1.3, §3
+    pca: str = choice("imagenet", "imagenet", "data")  # colour-noise constants
+    ten_view: bool = False  # also evaluate the 10 views (spec §3)
+    synthetic_size: int = 512  # images in the synthetic set
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 128
+    epochs: int = 10
+    max_steps: int = 0  # stop after this many steps (0 = no limit)
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    bias_lr_mult: float = 2.0  # [C12] fresh configs; the paper text is 1
+    bias_decay: bool = False  # [C12]: biases get no weight decay
+    update: str = choice("pytorch", "pytorch", "paper")  # where lr enters the velocity (spec §2)
+    schedule: str = choice("plateau", "plateau", "constant")
+    plateau_patience: int = 0  # epochs without improvement before lr /= 10
+    max_drops: int = 3  # [P] §5: three times
+    log_every: int = 10
+    checkpoint_every: int = 0  # steps; 0 = at each epoch end only
+    amp: bool = False  # bf16 autocast
+    channels_last: bool = False
+    compile: bool = False
+    device: str = choice("auto", "auto", "cpu", "cuda")
+
+
+@dataclass
+class ParallelConfig:
+    fc8: str = choice("rank0", "rank0", "split")  # rank0: as [C12]; split: partial logits summed
+    timeout_s: int = 60  # a dead or hung peer ends the job after this long
+
+
+@dataclass
+class WandbConfig:
+    mode: str = choice("auto", "auto", "online", "offline", "disabled")
+    project: str = "alexnet2012"
+    entity: str = ""
+    group: str = ""
+    job_type: str = ""
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value, hint):
+    """Check ``value`` against the field type ``hint``; return it (ints widen to float)."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            value = [value] if value != "" else []
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: unsupported type {hint}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{key}: expected {name}, got {value!r}")
+
+
+def _apply(obj, data: dict, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    hints = _hints(type(obj))
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown key {full!r}; known keys here: {', '.join(fields)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, f"{full}.")
+            continue
+        value = _coerce(full, value, hints[key])
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{full}: {value!r} is not one of {', '.join(choices)}")
+        setattr(obj, key, value)
+
+
+def parse_override(text: str) -> dict:
+    """``a.b=value`` -> ``{"a": {"b": value}}``, the value parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not key=value (for example train.epochs=3)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict = value
+    for part in reversed(key.strip().split(".")):
+        out = {part: out}
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys")
+    data.pop("extends", None)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the YAML file (and the files it ``extends``), then the overrides."""
+    cfg = Config()
+    if path:
+        for layer in _yaml_chain(Path(path)):
+            _apply(cfg, layer)
+    for text in overrides:
+        _apply(cfg, parse_override(text))
+    validate(cfg)
+    return cfg
+
+
+def _yaml_chain(path: Path, seen: tuple = ()) -> list[dict]:
+    if path.resolve() in seen:
+        raise ConfigError(f"config file {path} extends itself")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    base = raw.get("extends") if isinstance(raw, dict) else None
+    chain = _yaml_chain(path.parent / base, (*seen, path.resolve())) if base else []
+    return [*chain, load_yaml(path)]
+
+
+def from_dict(data: dict) -> Config:
+    cfg = Config()
+    _apply(cfg, data)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def validate(cfg: Config) -> None:
+    m, t = cfg.model, cfg.train
+    for key, value in (("train.batch_size", t.batch_size), ("train.epochs", t.epochs)):
+        if value <= 0:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    for key in ("max_steps", "log_every", "checkpoint_every", "plateau_patience", "max_drops"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key} must be 0 or more, got {getattr(t, key)}")
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr must be positive, got {t.lr}")
+    bad = [name for name in m.cross if name not in CROSSABLE]
+    if bad:
+        raise ConfigError(f"model.cross: unknown layer {bad[0]!r}; choose from {', '.join(CROSSABLE)}")
+    if len(set(m.cross)) != len(m.cross):
+        raise ConfigError("model.cross lists a layer twice")
+    if "fc8" not in m.cross:
+        raise ConfigError("model.cross must include fc8: the classifier reads both towers ([C12])")
+    if m.widths and len(m.widths) != 7:
+        raise ConfigError(
+            f"model.widths needs 7 numbers (conv1..conv5, fc6, fc7), got {len(m.widths)}"
+        )
+    if any(w <= 0 for w in m.widths):
+        raise ConfigError("model.widths must all be positive")
+    if m.name == "alexnet2012" and not m.half and any(w % 2 for w in m.widths):
+        raise ConfigError("model.widths must be even: each layer is split between two towers")
+    if m.input_size < 0 or (0 < m.input_size < 32):
+        raise ConfigError(f"model.input_size must be 0 (preset default) or >= 32, got {m.input_size}")
+    if cfg.data.train_subset < 0 or cfg.data.test_subset < 0:
+        raise ConfigError("data.train_subset and data.test_subset must be 0 or more")
+    if cfg.parallel.timeout_s <= 0:
+        raise ConfigError("parallel.timeout_s must be positive")

@@ -1,0 +1,126 @@
+"""The parameter-free operations that follow each AlexNet2012 layer, aware of the towers.
+
+A tensor here holds ``towers`` towers side by side along the channel axis (2 in one process,
+1 on a rank that holds a single tower); ``tower`` is the index of the first one. Nothing here
+ever mixes two towers' channels except :class:`CrossLRN` (the Caffe preset).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TowerOp(nn.Module):
+    """Base: knows how many towers its input holds and which tower comes first."""
+
+    def __init__(self, towers: int = 2):
+        super().__init__()
+        self.towers = towers
+        self.tower = 0
+
+    def per_tower(self, x: torch.Tensor, fn) -> torch.Tensor:
+        if self.towers == 1:
+            return fn(x, self.tower)
+        parts = x.chunk(self.towers, dim=1)
+        return torch.cat([fn(p, self.tower + i) for i, p in enumerate(parts)], dim=1)
+
+
+class TowerLRN(TowerOp):
+    """Local response norm over each tower's own maps (spec §1.2).
+
+    ``a_i / (k + alpha/n * sum_{|j-i|<=n/2} a_j^2)^beta``: torch divides alpha by ``size`` as the
+    2012 code does, so alpha=1e-4 here is the trained network's normalisation.
+    """
+
+    def __init__(self, towers=2, size=5, alpha=1e-4, beta=0.75, k=2.0):
+        super().__init__(towers)
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x):
+        return self.per_tower(
+            x, lambda p, _: F.local_response_norm(p, self.size, self.alpha, self.beta, self.k)
+        )
+
+
+class CrossLRN(nn.Module):
+    """Caffe's LRN: the window runs over all channels, across the tower boundary (spec §5)."""
+
+    crosses_towers = True
+
+    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x):
+        return F.local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+
+class SpatialNorm(nn.Module):
+    """[C12]'s same-map 5x5 response norm after LRN2 (spec §1.3).
+
+    ``a / (1 + 0.001 * avgpool5x5(a^2))^0.75`` with zero padding counted in the average.
+    """
+
+    def __init__(self, size=5, scale=0.001, beta=0.75, k=1.0):
+        super().__init__()
+        self.size, self.scale, self.beta, self.k = size, scale, beta, k
+
+    def forward(self, x):
+        sq = F.avg_pool2d(x * x, self.size, 1, self.size // 2, count_include_pad=True)
+        return x / (self.k + self.scale * sq).pow(self.beta)
+
+
+class TowerDropout(TowerOp):
+    """Dropout whose mask bits for tower t depend only on (seed, step, layer, t).
+
+    The two-rank run and the one-process network therefore draw the same bits for the same
+    units, and a resumed run draws what an unbroken one would. ``style``: ``paper`` masks in
+    training and multiplies by 0.5 at test ([P] §4.2, [C12]); ``inverted`` scales by 2 in
+    training instead; ``none`` is the identity.
+    """
+
+    def __init__(self, towers=2, p=0.5, style="paper", layer=0):
+        super().__init__(towers)
+        self.p, self.style, self.layer = p, style, layer
+        self.seed = 0
+        self.step = 0  # set by the trainer before each forward (set_dropout_step)
+
+    def forward(self, x):
+        if self.style == "none":
+            return x
+        if not self.training:
+            return x * (1 - self.p) if self.style == "paper" else x
+        scale = 1.0 if self.style == "paper" else 1.0 / (1 - self.p)
+        return self.per_tower(x, lambda part, t: part * self._mask(part, t) * scale)
+
+    def _mask(self, part, tower):
+        g = torch.Generator(device=part.device)
+        g.manual_seed(((self.seed * 1_000_003 + self.step) * 101 + self.layer) * 7 + tower)
+        keep = torch.rand(part.shape, generator=g, device=part.device) >= self.p
+        return keep.to(part.dtype)
+
+
+def set_dropout_step(module: nn.Module, step: int, seed: int | None = None) -> None:
+    """Tell every TowerDropout in ``module`` which training step (and seed) it is in."""
+    for m in module.modules():
+        if isinstance(m, TowerDropout):
+            m.step = step
+            if seed is not None:
+                m.seed = seed
+
+
+class Overhang(nn.Module):
+    """Zero-pad right and bottom so a valid conv covers the input as cuda-convnet's did.
+
+    cuda-convnet sizes outputs with a ceiling (spec §1.1): 224 -> 55 for conv1 11/4, the last
+    window reading 3 px of zeros past the right and bottom edges.
+    """
+
+    def __init__(self, extra: int):
+        super().__init__()
+        self.extra = extra
+
+    def forward(self, x):
+        return F.pad(x, (0, self.extra, 0, self.extra)) if self.extra else x
