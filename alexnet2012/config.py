@@ -240,7 +240,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.lr must be positive, got {t.lr}")
     bad = [name for name in m.cross if name not in CROSSABLE]
     if bad:
-        raise ConfigError(f"model.cross: unknown layer {bad[0]!r}; choose from {', '.join(CROSSABLE)}")
+        raise ConfigError(
+            f"model.cross: unknown layer {bad[0]!r}; choose from {', '.join(CROSSABLE)}"
+        )
     if len(set(m.cross)) != len(m.cross):
         raise ConfigError("model.cross lists a layer twice")
     if "fc8" not in m.cross:
@@ -254,7 +256,9 @@ def validate(cfg: Config) -> None:
     if m.name == "alexnet2012" and not m.half and any(w % 2 for w in m.widths):
         raise ConfigError("model.widths must be even: each layer is split between two towers")
     if m.input_size < 0 or (0 < m.input_size < 32):
-        raise ConfigError(f"model.input_size must be 0 (preset default) or >= 32, got {m.input_size}")
+        raise ConfigError(
+            f"model.input_size must be 0 (preset default) or >= 32, got {m.input_size}"
+        )
     if cfg.data.train_subset < 0 or cfg.data.test_subset < 0:
         raise ConfigError("data.train_subset and data.test_subset must be 0 or more")
     if cfg.parallel.timeout_s <= 0:

@@ -106,7 +106,9 @@ class Block(nn.Module):
     def forward(self, x):
         if self.kernel:
             return self.post(
-                F.conv2d(self.pre(x), self.weight, self.bias, self.stride, self.padding, 1, self.groups)
+                F.conv2d(
+                    self.pre(x), self.weight, self.bias, self.stride, self.padding, 1, self.groups
+                )
             )
         return self.post(grouped_linear(x, self.weight, self.bias, self.groups))
 
@@ -172,25 +174,30 @@ class AlexNet2012(nn.Module):
             raise ValueError(f"input size {self.input_size} is too small for AlexNet's poolings")
         self.sizes = {"conv1": s1, "conv2": s2, "conv3": s3, "conv4": s3, "conv5": s3, "fc": s6}
 
+        def crosses(name):
+            return self.towers == 2 and name in self.cross
+
         def groups(name):
             return 1 if (self.towers == 1 or name in self.cross) else 2
 
         c = widths
         self.conv1 = Block("conv1", in_channels, c[0], 1, False, 11, 4, 0, Overhang(extra))
-        self.conv2 = Block("conv2", c[0], c[1], groups("conv2"), "conv2" in self.cross, 5, 1, 2)
-        self.conv3 = Block("conv3", c[1], c[2], groups("conv3"), "conv3" in self.cross, 3, 1, 1)
-        self.conv4 = Block("conv4", c[2], c[3], groups("conv4"), "conv4" in self.cross, 3, 1, 1)
-        self.conv5 = Block("conv5", c[3], c[4], groups("conv5"), "conv5" in self.cross, 3, 1, 1)
+        self.conv2 = Block("conv2", c[0], c[1], groups("conv2"), crosses("conv2"), 5, 1, 2)
+        self.conv3 = Block("conv3", c[1], c[2], groups("conv3"), crosses("conv3"), 3, 1, 1)
+        self.conv4 = Block("conv4", c[2], c[3], groups("conv4"), crosses("conv4"), 3, 1, 1)
+        self.conv5 = Block("conv5", c[3], c[4], groups("conv5"), crosses("conv5"), 3, 1, 1)
         fc_in = c[4] * s6 * s6  # flattened tower 0 then tower 1 (canonical fc6 layout)
-        self.fc6 = Block("fc6", fc_in, c[5], groups("fc6"), "fc6" in self.cross)
-        self.fc7 = Block("fc7", c[5], c[6], groups("fc7"), "fc7" in self.cross)
-        self.fc8 = Block("fc8", c[6], num_classes, 1, True)
+        self.fc6 = Block("fc6", fc_in, c[5], groups("fc6"), crosses("fc6"))
+        self.fc7 = Block("fc7", c[5], c[6], groups("fc7"), crosses("fc7"))
+        self.fc8 = Block("fc8", c[6], num_classes, 1, crosses("fc8"))
 
         def ops(names):
             out = []
             for n in names:
                 if n == "lrn" and lrn:
-                    out.append(CrossLRN(k=p.lrn_k) if p.lrn_cross else TowerLRN(self.towers, k=p.lrn_k))
+                    out.append(
+                        CrossLRN(k=p.lrn_k) if p.lrn_cross else TowerLRN(self.towers, k=p.lrn_k)
+                    )
                 elif n == "snorm" and lrn:
                     out.append(SpatialNorm())
                 elif n == "pool":

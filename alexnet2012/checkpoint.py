@@ -1,0 +1,146 @@
+"""Atomic, checksummed checkpoints in ``<run_dir>/checkpoints``.
+
+Each checkpoint is a plain ``torch.save`` file ``ckpt-<step:08d>.pt`` with a sidecar
+``ckpt-<step:08d>.pt.sha256`` in ``sha256sum`` format (``sha256sum -c`` verifies it). Writing order:
+payload to ``.tmp`` + fsync, sidecar written atomically, then the payload renamed into place and
+the folder fsynced; a crash leaves either the previous checkpoint set or the new one, plus at most
+stray ``.tmp`` files, which are ignored. Payloads are unpickled in full (``weights_only=False``)
+only after their checksum has passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+FORMAT = "alexnet2012-checkpoint-v1"
+_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is corrupt, truncated, unverifiable or not ours; names the file."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(file)`` into ``path.tmp``, flush, fsync, then rename onto ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """Finished checkpoints in ``run_dir/checkpoints``, newest (highest step) first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def save(run_dir: str | Path, payload: dict, step: int, keep: int = 2) -> Path:
+    """Write ``payload`` (tagged with the format marker) as checkpoint ``step``; keep the newest
+    ``keep`` checkpoints and delete the older ones. Returns the checkpoint's path."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    folder = Path(run_dir) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ckpt-{step:08d}.pt"
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({**payload, "format": FORMAT}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        line = f"{_sha256(tmp)}  {path.name}\n".encode()
+        _write_atomic(_sidecar(path), lambda f: f.write(line))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(folder)
+    log.info("saved checkpoint %s", path)
+    for old in checkpoints(run_dir)[keep:]:
+        old.unlink(missing_ok=True)
+        _sidecar(old).unlink(missing_ok=True)
+        log.debug("removed old checkpoint %s", old)
+    return path
+
+
+def load(path: str | Path, map_location="cpu") -> dict:
+    """Verify and load one checkpoint; :class:`CheckpointError` naming the file if it is
+    corrupt, truncated, unverifiable or lacks the project's marker."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    sidecar = _sidecar(path)
+    if not sidecar.is_file():
+        # Unverified file: only the safe loader may read it, to tell a foreign file from ours.
+        try:
+            data = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:
+            raise CheckpointError(
+                f"{path}: no checksum file {sidecar.name} and cannot be read safely ({e})"
+            ) from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not an alexnet2012 checkpoint (no {FORMAT!r} marker)")
+        raise CheckpointError(f"{path}: checksum file {sidecar.name} is missing")
+    expected = sidecar.read_text().split()[:1]
+    actual = _sha256(path)
+    if expected != [actual]:
+        raise CheckpointError(
+            f"{path}: checksum mismatch, file truncated or corrupt "
+            f"(expected {expected[0] if expected else 'nothing'}, got {actual})"
+        )
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot be unpickled ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an alexnet2012 checkpoint (no {FORMAT!r} marker)")
+    return data
+
+
+def load_latest(run_dir: str | Path, map_location="cpu") -> tuple[dict | None, Path | None]:
+    """The newest good checkpoint as ``(payload, path)``, or ``(None, None)`` if there is none.
+
+    A checkpoint that fails its checksum, cannot be unpickled or lacks the marker is skipped with
+    a warning naming the file and the reason; the previous one is tried next.
+    """
+    for path in checkpoints(run_dir):
+        try:
+            return load(path, map_location), path
+        except CheckpointError as e:
+            log.warning("skipping checkpoint: %s", e)
+    return None, None

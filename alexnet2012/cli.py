@@ -1,0 +1,116 @@
+"""Command line: ``alexnet2012 <command> ...`` (also ``python -m alexnet2012``).
+
+    alexnet2012 train --config configs/debug.yaml train.max_steps=20 seed=7 run.dir=runs/dbg
+    alexnet2012 train --resume runs/dbg train.epochs=3
+    torchrun --standalone --nproc_per_node=2 -m alexnet2012 train --config configs/debug.yaml
+    alexnet2012 summary --config configs/imagenet.yaml
+    alexnet2012 prepare /data/ILSVRC2012 /data/ilsvrc2012-256
+
+A problem the user can fix (a config key, a data folder, a checkpoint) prints one message and
+exits with status 2; nothing already saved is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+EXIT_USER_ERROR = 2
+
+
+def _config(args):
+    from .config import ConfigError, load_config
+
+    if getattr(args, "resume", None):
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {args.resume}: no config.yaml there; is it a run folder?")
+        if args.config:
+            raise ConfigError("give either --config or --resume, not both")
+        return load_config(saved, [*args.overrides, f"run.dir={args.resume}"])
+    return load_config(args.config, args.overrides)
+
+
+def cmd_train(args) -> int:
+    from . import train
+
+    cfg = _config(args)
+    summary = train.run(cfg, resume=bool(args.resume))
+    if int(os.environ.get("RANK", "0")) == 0:
+        keys = ("test/top1_err", "test/top5_err", "test/loss", "images_per_s", "wall_s")
+        print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=1))
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .build import build_model, input_size
+    from .summary import format_table, layer_table
+
+    cfg = _config(args)
+    classes, channels = (10, 1) if cfg.data.name == "fashion_mnist" else (1000, 3)
+    classes = args.classes or classes
+    channels = args.channels or channels
+    model = build_model(cfg, classes, channels)
+    size = input_size(cfg)
+    print(f"{cfg.model.name} (preset {cfg.model.preset}), input {channels}x{size}x{size}, "
+          f"{classes} classes")  # fmt: skip
+    print(format_table(layer_table(model, channels, size)))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .data.store import prepare_main
+
+    summary = prepare_main(args.src, args.dst, size=args.size, on_bad=args.on_bad)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alexnet2012", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model (plain, or under torchrun for two towers)")
+    t.add_argument("--config", help="YAML file of overrides (configs/*.yaml)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    t.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=3 seed=1")
+    t.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("summary", help="per-layer shapes, parameters and multiply-adds")
+    s.add_argument("--config")
+    s.add_argument("--classes", type=int, default=0, help="default: 10 for Fashion-MNIST, else 1000")
+    s.add_argument("--channels", type=int, default=0, help="default: 1 for Fashion-MNIST, else 3")
+    s.add_argument("overrides", nargs="*")
+    s.set_defaults(fn=cmd_summary, resume=None)
+
+    r = sub.add_parser("prepare", help="resize an image tree once into a fast store (spec §3)")
+    r.add_argument("src", help="folder with train/ and val/ ImageFolder trees, or one tree")
+    r.add_argument("dst", help="output folder")
+    r.add_argument("--size", type=int, default=256)
+    r.add_argument("--on-bad", choices=("skip", "stop"), default="skip")
+    r.set_defaults(fn=cmd_prepare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s" if "RANK" in os.environ
+        else "%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )  # fmt: skip
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        print(f"alexnet2012 {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR

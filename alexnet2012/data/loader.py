@@ -1,0 +1,145 @@
+"""The data interface the trainer uses: ``build_data(cfg, input_size, device) -> Data``.
+
+Everything random is counter-based, so a run is reproducible and identical on every rank of a
+tower pair: epoch ``e``'s order is a permutation drawn from a generator seeded by
+``(seed, e)``, and the augmentation of its batch ``i`` from one seeded by ``(seed, e, i)``. A
+run resumed at batch ``k`` (``start=k``) therefore sees exactly the batches an unbroken run
+would, and two processes with the same seed get bit-identical batches. Random numbers are drawn
+on the CPU and moved to the device, so they do not depend on the device either.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+log = logging.getLogger(__name__)
+
+# stream tags keep the seeds of different uses apart
+STREAM_ORDER, STREAM_AUGMENT, STREAM_SUBSET, STREAM_SYNTHETIC = 1, 2, 3, 4
+
+
+def generator(*parts: int) -> torch.Generator:
+    """A CPU generator whose seed is a hash (numpy SeedSequence) of the integers ``parts``."""
+    entropy = [int(p) % 2**64 for p in parts]
+    seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) >> 1
+    return torch.Generator().manual_seed(seed)
+
+
+def subset_index(n: int, keep: int, split: int) -> torch.Tensor:
+    """Indices of the images a ``*_subset`` setting keeps, sorted; all of them when ``keep`` is 0.
+
+    A subset is the first ``keep`` entries of a fixed permutation (seeded by the split number,
+    not the run seed), so every run that asks for N images gets the same N, and the classes
+    come out in roughly their overall proportions (first-N of a file is often one class).
+    """
+    if keep <= 0 or keep >= n:
+        if keep > n:
+            log.warning("asked for %d images but only %d exist; using all", keep, n)
+        return torch.arange(n)
+    order = torch.randperm(n, generator=generator(STREAM_SUBSET, split))
+    return order[:keep].sort().values
+
+
+class Data:
+    """A data set ready for training: batches of float32 images (B, C, S, S) on the device.
+
+    Subclasses provide ``_fetch(split, idx)`` (the stored images of ``idx`` on the device,
+    and their labels), ``_augment(x, gen)`` (training view) and ``_views(x, ten_view)``.
+    """
+
+    prefetch = False  # fetch the next batch on a thread (disk-backed data)
+
+    def __init__(self, *, name, classes, in_channels, train_size, test_size, input_size, device):
+        self.name: str = name
+        self.classes: list[str] = list(classes)
+        self.num_classes: int = len(self.classes)
+        self.in_channels: int = in_channels
+        self.train_size: int = train_size
+        self.test_size: int = test_size
+        self.input_size: int = input_size
+        self.device = torch.device(device)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name}: {self.train_size} train, {self.test_size} test, "
+            f"{self.num_classes} classes, {self.in_channels}x{self.input_size}x{self.input_size})"
+        )
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Full training batches per epoch (the last partial batch is dropped)."""
+        return self.train_size // batch_size
+
+    def train_batches(
+        self, epoch: int, batch_size: int, seed: int, start: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(x (B, C, S, S) float32, y (B,) int64) on the device, from batch ``start`` on."""
+        steps = self.steps_per_epoch(batch_size)
+        if steps == 0:
+            raise DataError(
+                f"{self.name}: {self.train_size} training images make no full batch of "
+                f"{batch_size}; lower train.batch_size or use more images"
+            )
+        order = torch.randperm(self.train_size, generator=generator(STREAM_ORDER, seed, epoch))
+        chunks = ((i, order[i * batch_size : (i + 1) * batch_size]) for i in range(start, steps))
+        for i, (x, y) in self._pipeline("train", chunks):
+            yield self._augment(x, generator(STREAM_AUGMENT, seed, epoch, i)), y
+
+    def eval_batches(
+        self, batch_size: int, ten_view: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Test batches in order: (x (B, C, S, S), y), or (views (10, B, C, S, S), y)."""
+        chunks = (
+            (lo, torch.arange(lo, min(lo + batch_size, self.test_size)))
+            for lo in range(0, self.test_size, batch_size)
+        )
+        for _, (x, y) in self._pipeline("test", chunks):
+            yield self._views(x, ten_view), y
+
+    def _pipeline(self, split: str, chunks) -> Iterator:
+        """(key, fetched batch) for each (key, indices), one batch ahead when ``prefetch``."""
+        if not self.prefetch:
+            for key, idx in chunks:
+                yield key, self._fetch(split, idx)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="alexnet2012-data") as pool:
+            pending = None
+            for key, idx in chunks:
+                future = pool.submit(self._fetch, split, idx)
+                if pending is not None:
+                    yield pending[0], pending[1].result()
+                pending = (key, future)
+            if pending is not None:
+                yield pending[0], pending[1].result()
+
+    def _fetch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _views(self, x: torch.Tensor, ten_view: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def build_data(cfg: Config, input_size: int, device: torch.device | str) -> Data:
+    """The data set ``cfg.data.name`` names, producing ``input_size`` images on ``device``."""
+    from .sources import FashionMNISTData, FolderData, SyntheticData
+
+    kinds = {"fashion_mnist": FashionMNISTData, "imagefolder": FolderData,
+             "synthetic": SyntheticData}
+    if cfg.data.name not in kinds:
+        raise DataError(f"data.name {cfg.data.name!r} is not one of {', '.join(kinds)}")
+    data = kinds[cfg.data.name](cfg, input_size, torch.device(device))
+    log.info("data: %r", data)
+    return data

@@ -1,0 +1,130 @@
+"""Batched augmentation of image tensors (N, C, H, W) on whatever device they live (spec §3).
+
+Random numbers come from a CPU ``torch.Generator`` passed in and are moved to ``x.device``
+afterwards, so one generator state gives bit-identical crops, flips and colour noise on every
+device and every rank. Pixel values are in 0-255 units throughout, as in [C12].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# spec §3: [C14] ILSVRC-2012 RGB pixel PCA, 0-255 scale; std-devs sqrt(lambda), ascending, and
+# their eigenvectors as the COLUMNS of this matrix.
+ILSVRC2012_PCA_STDEVS = (19.720833, 37.093889, 121.780061)
+ILSVRC2012_PCA_EIGVECS = (
+    (0.417955, -0.712579, -0.563510),
+    (-0.816981, -0.023542, -0.576184),
+    (0.397311, 0.701196, -0.592003),
+)
+# spec §3: the fb.resnet.torch constants (images in [0, 1]; eigenvalues = variances, descending,
+# eigenvectors as columns). Kept for comparison; the loader uses the [C14] set above.
+FB_RESNET_EIGVAL = (0.2175, 0.0188, 0.0045)
+FB_RESNET_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+ILSVRC2012_MEAN_RGB = (127.30, 119.72, 104.91)  # spec §3: per-channel mean of the mean image
+COLOUR_NOISE_STD = 0.1  # [P] §4.1: alpha ~ N(0, 0.1); [C12] colour-noise coefficient 0.1
+C12_CROP_CHUNK = 32  # spec §1.3: [C12] draws one crop offset and flip per chunk of 32 images
+
+
+def crop(x: torch.Tensor, top, left, size: int, flip=None) -> torch.Tensor:
+    """Per-image ``size`` x ``size`` crops at (top[i], left[i]), mirrored where flip[i].
+
+    ``top``, ``left``, ``flip``: (N,) tensors (any device). Returns (N, C, size, size).
+    """
+    n = x.shape[0]
+    ar = torch.arange(size)
+    rows = top.long().cpu()[:, None] + ar  # (N, size)
+    cols = left.long().cpu()[:, None] + ar  # (N, size)
+    if flip is not None:
+        mirrored = left.long().cpu()[:, None] + (size - 1 - ar)
+        cols = torch.where(flip.bool().cpu()[:, None], mirrored, cols)
+    dev = x.device
+    idx = torch.arange(n, device=dev)[:, None, None]
+    # advanced indices around a slice put the indexed dims first: (N, size, size, C)
+    out = x[idx, :, rows.to(dev)[:, :, None], cols.to(dev)[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_crop_flip(
+    x: torch.Tensor,
+    size: int,
+    gen: torch.Generator,
+    per_chunk: int | None = None,
+    flip: bool = True,
+) -> torch.Tensor:
+    """Random ``size`` crops, each mirrored left-right with p=0.5 when ``flip`` ([P] §4.1).
+
+    ``per_chunk=None`` draws an offset and flip per image (the paper's text); ``per_chunk=32``
+    draws one per run of 32 consecutive images, as [C12] does (spec §1.3). The draws are made
+    whether or not ``flip`` is set, so switching flips off does not move the offsets.
+    """
+    n, _, h, w = x.shape
+    if size > h or size > w:
+        raise ValueError(f"crop {size} is larger than the {h}x{w} images")
+    draws = n if not per_chunk else math.ceil(n / per_chunk)
+    top = torch.randint(0, h - size + 1, (draws,), generator=gen)
+    left = torch.randint(0, w - size + 1, (draws,), generator=gen)
+    mirror = torch.randint(0, 2, (draws,), generator=gen).bool()
+    if per_chunk:
+        top, left, mirror = (t.repeat_interleave(per_chunk)[:n] for t in (top, left, mirror))
+    return crop(x, top, left, size, mirror if flip else None)
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre ``size`` x ``size`` patch (spec §3: the single-view test)."""
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def ten_views(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The 10 test views (spec §3): (10, N, C, size, size).
+
+    Order as [C12]'s multiview test: top-left, top-right, centre, bottom-left, bottom-right,
+    then the same five mirrored left-right.
+    """
+    h, w = x.shape[-2:]
+    cy, cx, by, bx = (h - size) // 2, (w - size) // 2, h - size, w - size
+    starts = ((0, 0), (0, bx), (cy, cx), (by, 0), (by, bx))
+    views = [x[..., t : t + size, s : s + size] for t, s in starts]
+    views += [v.flip(-1) for v in views]
+    return torch.stack(views)
+
+
+def pca_noise(
+    x: torch.Tensor,
+    stdevs,
+    eigvecs,
+    gen: torch.Generator,
+    form: str = "paper",
+    std: float = COLOUR_NOISE_STD,
+) -> torch.Tensor:
+    """Add PCA colour noise to RGB images ``x`` (N, 3, H, W) in 0-255 units (spec §1.3, §3).
+
+    ``stdevs``: sqrt(lambda_i) of the RGB covariance in 0-255 units; ``eigvecs``: (3, 3) with
+    the eigenvectors p_i as columns. One alpha ~ N(0, ``std``) per image and component.
+
+    - ``paper`` ([P] §4.1): ``x + [p1 p2 p3] [a1 l1, a2 l2, a3 l3]^T`` with the eigenvalues
+      l_i of pixels scaled to [0, 1] (the scale of fb.resnet.torch's widely used constants),
+      converted back to 0-255: ``255 * V @ (alpha * (stdevs / 255)**2)``.
+    - ``code`` ([C12] convdata.py): ``(x + V @ (alpha * stdevs)) / (1 + std)``: the std-devs in
+      0-255 units, and the image (already mean-subtracted there) shrunk by 1/1.1 so that the
+      training inputs keep the test inputs' overall scale.
+    """
+    if form not in ("paper", "code"):
+        raise ValueError(f"colour noise form {form!r} is not 'paper' or 'code'")
+    alpha = torch.randn(x.shape[0], 3, generator=gen, dtype=torch.float64) * std  # (N, 3)
+    s = torch.as_tensor(stdevs, dtype=torch.float64)
+    v = torch.as_tensor(eigvecs, dtype=torch.float64)
+    if form == "paper":
+        rgb = 255.0 * (alpha * (s / 255.0) ** 2) @ v.T  # (N, 3) = V @ (alpha * lambda) per image
+    else:
+        rgb = (alpha * s) @ v.T
+    out = x + rgb.to(device=x.device, dtype=x.dtype)[:, :, None, None]
+    return out / (1.0 + std) if form == "code" else out

@@ -1,0 +1,177 @@
+"""Resumable writing of the image store: chunk commits, running statistics, finishing.
+
+State lives in ``DST/progress.json`` (atomic rename) plus the running sums it names
+(``stats-<n>.npz``, a new file per commit), so a crash at any moment leaves a consistent state:
+a chunk counts as done only once ``progress.json`` says so, and its images are rewritten if not.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .store import FORMAT, META, PROGRESS, SPLITS, shrink_npy, write_atomic, write_json
+
+log = logging.getLogger(__name__)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    write_atomic(path, buf.getvalue())
+
+
+def pca(pixel_sum: np.ndarray, outer: np.ndarray, pixels: int) -> tuple[list, list]:
+    """Std-devs sqrt(lambda), ascending, and eigenvectors (columns) of the RGB covariance."""
+    mu = pixel_sum / pixels
+    cov = outer / pixels - np.outer(mu, mu)  # 0-255 scale, as [C14]'s constants (spec §3)
+    vals, vecs = np.linalg.eigh(cov)  # ascending, like [C14]
+    return np.sqrt(np.clip(vals, 0, None)).tolist(), vecs.tolist()
+
+
+class StoreWriter:
+    """Owns DST while ``prepare`` runs; resumes from ``progress.json`` when it exists."""
+
+    def __init__(self, dst: Path, items: dict, size: int, chunk: int, fingerprint: str):
+        self.dst, self.items, self.size = dst, items, size
+        self.resumed = (dst / PROGRESS).is_file()
+        if self.resumed:
+            self.state = json.loads((dst / PROGRESS).read_text())
+            if self.state.get("fingerprint") != fingerprint:
+                raise DataError(
+                    f"{dst} holds an unfinished store made from other files or another size; "
+                    "rerun with the original SRC and size, or delete DST to start afresh"
+                )
+            done = {s: v["done"] for s, v in self.state["splits"].items()}
+            log.info("resuming the store in %s (files done: %s)", dst, done)
+        else:
+            blank = {"done": 0, "kept": 0, "bad": [], "finished": False}
+            self.state = {
+                "format": FORMAT,
+                "fingerprint": fingerprint,
+                "size": size,
+                "chunk": chunk,
+                "seq": 0,
+                "stats": None,
+                "splits": {s: dict(blank) for s in SPLITS},
+            }
+        self.chunk = self.state["chunk"]  # keep the first run's chunking
+        self.sum = np.zeros((size, size, 3), np.int64)  # per-pixel sum of training images
+        self.outer = np.zeros((3, 3), np.int64)  # sum of x x^T over training pixels
+        if self.state["stats"]:
+            with np.load(dst / self.state["stats"]) as f:
+                self.sum, self.outer = f["sum"], f["outer"]
+        self._maps: dict[str, tuple] = {}
+
+    def chunks_left(self, split: str) -> list[tuple[int, int]]:
+        s, n = self.state["splits"][split], len(self.items[split])
+        if s["finished"]:
+            return []
+        return [(lo, min(lo + self.chunk, n)) for lo in range(s["done"], n, self.chunk)]
+
+    def bytes_left(self, split: str) -> int:
+        return (len(self.items[split]) - self.state["splits"][split]["done"]) * self.size**2 * 3
+
+    def _open(self, split: str) -> tuple:
+        if split not in self._maps:
+            s, n = self.state["splits"][split], len(self.items[split])
+            mode = "r+" if s["done"] else "w+"  # a fresh split (re)creates its files
+            images = np.lib.format.open_memmap(
+                self.dst / f"{split}_images.npy", mode, np.uint8, (n, self.size, self.size, 3)
+            )
+            labels = np.lib.format.open_memmap(
+                self.dst / f"{split}_labels.npy", mode, np.int64, (n,)
+            )
+            self._maps[split] = (images, labels)
+        return self._maps[split]
+
+    def commit(self, split: str, done: int, kept: list, bad: list) -> None:
+        """Write one chunk's ``kept`` (image, label) pairs, then record it as done."""
+        s = self.state["splits"][split]
+        k0, n = s["kept"], len(kept)
+        images, labels = self._open(split)
+        if n:
+            batch = np.stack([im for im, _ in kept])  # (n, size, size, 3) uint8
+            images[k0 : k0 + n] = batch
+            labels[k0 : k0 + n] = [label for _, label in kept]
+            images.flush()
+            labels.flush()
+        if n and split == "train":
+            self.sum += batch.sum(0, dtype=np.int64)
+            for i in range(0, n, 32):  # float64 sums of products of bytes stay exact here
+                x = batch[i : i + 32].reshape(-1, 3).astype(np.float64)
+                self.outer += np.rint(x.T @ x).astype(np.int64)
+        s["done"], s["kept"], s["bad"] = done, k0 + n, s["bad"] + bad
+        old = self.state["stats"]
+        if n and split == "train":
+            self.state["seq"] += 1
+            self.state["stats"] = f"stats-{self.state['seq']}.npz"
+            buf = io.BytesIO()
+            np.savez(buf, sum=self.sum, outer=self.outer)
+            write_atomic(self.dst / self.state["stats"], buf.getvalue())
+        write_json(self.dst / PROGRESS, self.state)  # the commit point
+        if old and old != self.state["stats"]:
+            (self.dst / old).unlink(missing_ok=True)
+
+    def finish_split(self, split: str) -> None:
+        """Cut the split's arrays to the images kept (bad files leave no rows)."""
+        s = self.state["splits"][split]
+        if s["finished"]:
+            return
+        self._maps.pop(split, None)  # drop the memmaps before resizing their files
+        if not self.items[split]:
+            save_npy(
+                self.dst / f"{split}_images.npy", np.zeros((0, self.size, self.size, 3), np.uint8)
+            )
+            save_npy(self.dst / f"{split}_labels.npy", np.zeros((0,), np.int64))
+        else:
+            shrink_npy(self.dst / f"{split}_images.npy", s["kept"])
+            shrink_npy(self.dst / f"{split}_labels.npy", s["kept"])
+        s["finished"] = True
+        write_json(self.dst / PROGRESS, self.state)
+
+    def finish(self, classes: list[str], how: str, src: str) -> dict:
+        """Mean image, PCA and ``meta.json`` (written last: the store is then complete)."""
+        kept = self.state["splits"]["train"]["kept"]
+        if kept == 0:
+            raise DataError(f"{src}: none of the training files could be read; see the log")
+        pixels = kept * self.size**2
+        save_npy(self.dst / "mean.npy", (self.sum / kept).astype(np.float32))  # (S, S, 3)
+        stdevs, vecs = pca(self.sum.sum((0, 1)), self.outer, pixels)
+        splits = {}
+        for split in SPLITS:
+            s = self.state["splits"][split]
+            labels = np.load(self.dst / f"{split}_labels.npy")
+            splits[split] = {
+                "count": s["kept"],
+                "files": len(self.items[split]),
+                "bad": s["bad"],
+                "class_counts": np.bincount(labels, minlength=len(classes)).tolist(),
+            }
+        meta = {
+            "format": FORMAT,
+            "fingerprint": self.state["fingerprint"],
+            "size": self.size,
+            "source": src,
+            "split": how,
+            "classes": classes,
+            "splits": splits,
+            "rgb_mean": (self.sum.sum((0, 1)) / pixels).tolist(),
+            "pca": {"stdevs": stdevs, "eigvecs": vecs},
+        }
+        write_json(self.dst / META, meta)
+        for name in [PROGRESS, *(p.name for p in self.dst.glob("stats-*.npz"))]:
+            (self.dst / name).unlink(missing_ok=True)
+        empty = [c for c, k in zip(classes, splits["train"]["class_counts"], strict=True) if not k]
+        if empty:
+            log.warning("classes with no training images: %s", ", ".join(empty))
+        log.info(
+            "store ready in %s: %d train, %d val images", self.dst, kept, splits["val"]["count"]
+        )
+        return meta

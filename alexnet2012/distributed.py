@@ -1,0 +1,156 @@
+"""The distributed lifecycle: read torchrun's environment, start and stop the process group.
+
+One process (no torchrun, or ``WORLD_SIZE=1``) needs no process group and gets
+:func:`comm.single`. Two processes hold one tower each::
+
+    torchrun --standalone --nproc_per_node=2 -m alexnet2012 train ...
+
+NCCL when every local rank has its own GPU, otherwise gloo with the data on the host (NCCL
+refuses two ranks on one GPU; spec parallel.md). A short ``timeout`` makes a dead or hung peer
+fail fast instead of after gloo's default 30 minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from . import comm
+
+log = logging.getLogger(__name__)
+
+TORCHRUN = "torchrun --standalone --nproc_per_node=2 -m alexnet2012 train ..."
+DEVICE_PREFS = ("auto", "cuda", "cpu")
+
+
+class DistributedError(ValueError):
+    """A launch the project cannot run (wrong world size, missing variables); says how to fix."""
+
+
+@dataclass
+class Env:
+    """Where this process stands: its rank, device, backend and tower group."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str  # "nccl", "gloo", or "none" for one process
+    group: comm.TowerGroup
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def check_world_size(world_size: int) -> None:
+    """1 (one process) or 2 (one tower pair); anything else raises :class:`DistributedError`."""
+    if world_size in (1, 2):
+        return
+    if world_size < 1 or world_size % 2:
+        raise DistributedError(
+            f"model parallelism needs 2 ranks per tower pair, but WORLD_SIZE={world_size}; "
+            f"launch two processes with `{TORCHRUN}`, or one without torchrun"
+        )
+    raise DistributedError(
+        f"WORLD_SIZE={world_size}: data parallelism across tower pairs is not available yet; "
+        f"run one tower pair with `{TORCHRUN}`"
+    )
+
+
+def _env_int(name: str, default: int | None = None) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        if default is None:
+            raise DistributedError(f"{name} is not set; launch with `{TORCHRUN}`")
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise DistributedError(f"{name}={value!r} is not an integer") from None
+
+
+def _want_cuda(device_pref: str) -> bool:
+    if device_pref not in DEVICE_PREFS:
+        raise DistributedError(f"device {device_pref!r}: choose from {', '.join(DEVICE_PREFS)}")
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise DistributedError("device 'cuda' was asked for but CUDA is not available")
+    return device_pref != "cpu" and torch.cuda.is_available()
+
+
+def setup(timeout_s: int, device_pref: str) -> Env:
+    """Start this process's part of the run from torchrun's environment variables.
+
+    Args:
+        timeout_s: how long a collective may wait for a peer before failing.
+        device_pref: ``auto`` (CUDA if present), ``cuda`` or ``cpu``.
+    """
+    cuda = _want_cuda(device_pref)
+    world_size = _env_int("WORLD_SIZE", 1)
+    check_world_size(world_size)
+    if world_size == 1 or "RANK" not in os.environ:
+        device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+        return Env(0, 1, 0, device, "none", comm.single())
+
+    rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK", 0)
+    local_world = _env_int("LOCAL_WORLD_SIZE", world_size)
+    if not os.environ.get("MASTER_ADDR"):
+        raise DistributedError(f"MASTER_ADDR is not set; launch with `{TORCHRUN}`")
+    _env_int("MASTER_PORT")
+    if cuda and torch.cuda.device_count() < local_world:
+        log.warning(
+            "%d local ranks but %d GPU(s): NCCL needs one GPU per rank, using gloo on the CPU",
+            local_world,
+            torch.cuda.device_count(),
+        )
+        cuda = False
+    if cuda:
+        backend, device = "nccl", torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        backend, device = "gloo", torch.device("cpu")
+        if local_world > 1:  # the ranks share the cores: give each its part (parallel.md)
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    dist.init_process_group(
+        backend,
+        timeout=timedelta(seconds=timeout_s),
+        device_id=device if cuda else None,
+    )
+    env = Env(rank, world_size, local_rank, device, backend, comm.world())
+    log.info("rank %d/%d on %s (%s), tower %d", rank, world_size, device, backend, env.group.rank)
+    return env
+
+
+def init_for_test(rank: int, world_size: int, init_file: str, timeout_s: int = 30) -> Env:
+    """Gloo on the CPU through a ``file://`` store (no ports), for processes spawned by tests."""
+    check_world_size(world_size)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout_s),
+    )
+    return Env(rank, world_size, rank, torch.device("cpu"), "gloo", comm.world())
+
+
+def teardown() -> None:
+    """Destroy the process group if there is one; safe to call twice or without one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextmanager
+def session(timeout_s: int, device_pref: str) -> Iterator[Env]:
+    """``with session(600, "auto") as env:`` runs the body and always tears the group down."""
+    try:
+        yield setup(timeout_s, device_pref)
+    finally:
+        teardown()

@@ -1,0 +1,202 @@
+"""Run tracking: ``metrics.jsonl``, ``summary.json`` and ``config.yaml`` in the run folder, and
+the same numbers in Weights & Biases when it is installed and wanted.
+
+Only the main rank gets a :class:`RunLogger`; the others get a :class:`NullLogger` with the same
+methods, so call sites never test the rank. W&B is optional: a missing package or any W&B error
+costs one warning and W&B is switched off; training never stops because of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import netrc
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+METRICS, SUMMARY, CONFIG, WANDB_ID = "metrics.jsonl", "summary.json", "config.yaml", "wandb_id.txt"
+_ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline"}
+
+
+def _api_key_configured() -> bool:
+    """A W&B key in ``WANDB_API_KEY`` or in the netrc entry for the W&B host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        auth = netrc.netrc(path).authenticators(host or "api.wandb.ai")
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(auth and auth[2])
+
+
+def resolve_mode(mode: str) -> str:
+    """``auto``: ``WANDB_MODE`` if set, else online with an API key, else offline."""
+    if mode != "auto":
+        return mode
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env == "disabled":
+        return "disabled"
+    if env in _ENV_MODES:
+        return _ENV_MODES[env]
+    return "online" if _api_key_configured() else "offline"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _number(v):
+    return v if isinstance(v, int | float) else float(v)  # tensors and numpy scalars
+
+
+class RunLogger:
+    """Writes one run folder; forwards the same numbers to W&B when ``wandb_cfg`` asks for it.
+
+    ``resume_step=k`` drops lines of an existing ``metrics.jsonl`` whose step is past ``k``
+    (they were logged after the checkpoint being resumed), then appends.
+    """
+
+    def __init__(self, run_dir, cfg_dict=None, wandb_cfg=None, resume_step=None, run_name=None):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / METRICS
+        if resume_step is not None and path.exists():
+            self._truncate(path, resume_step)
+        self._file = path.open("a")
+        self._summary = {}
+        if (self.run_dir / SUMMARY).exists():
+            self._summary = json.loads((self.run_dir / SUMMARY).read_text())
+        self._wandb = None  # the W&B run, or None when W&B is off
+        if wandb_cfg is not None:
+            self._start_wandb(wandb_cfg, cfg_dict, run_name)
+
+    @staticmethod
+    def _truncate(path: Path, resume_step: int) -> None:
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a crash
+            if step <= resume_step:
+                kept.append(line + "\n")
+        _write_atomic(path, "".join(kept))
+
+    def _start_wandb(self, wandb_cfg, cfg_dict, run_name) -> None:
+        mode = resolve_mode(wandb_cfg.mode)
+        if mode == "disabled":
+            return
+        try:
+            import wandb
+        except ImportError:
+            log.warning("W&B mode %s but wandb is not installed; logging to files only", mode)
+            return
+        id_file = self.run_dir / WANDB_ID
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
+        id_file.write_text(run_id + "\n")
+        try:
+            settings = wandb.Settings(silent=True)
+        except Exception:  # an older or newer wandb without this setting
+            settings = None
+        try:
+            self._wandb = wandb.init(
+                dir=str(self.run_dir),
+                project=wandb_cfg.project or None,
+                entity=wandb_cfg.entity or None,
+                group=wandb_cfg.group or None,
+                job_type=wandb_cfg.job_type or None,
+                name=run_name or None,
+                config=cfg_dict,
+                mode=mode,
+                id=run_id,
+                resume="allow",  # a resumed run continues the same W&B run
+                settings=settings,
+            )
+        except Exception as e:
+            self._wandb_failed("init", e)
+        else:
+            log.info("W&B %s run %s in %s", mode, run_id, self.run_dir / "wandb")
+
+    def _wandb_failed(self, what: str, e: Exception) -> None:
+        log.warning("W&B %s failed (%s: %s); W&B is off for this run", what, type(e).__name__, e)
+        self._wandb = None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Append ``{"step": step, **metrics}`` to ``metrics.jsonl`` and send it to W&B."""
+        row = {"step": int(step), **{k: _number(v) for k, v in metrics.items()}}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._wandb is not None:
+            try:
+                self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=int(step))
+            except Exception as e:
+                self._wandb_failed("log", e)
+
+    def summary(self, d: dict) -> None:
+        """Merge ``d`` into ``summary.json`` (written atomically) and the W&B run summary."""
+        self._summary.update(d)
+        _write_atomic(self.run_dir / SUMMARY, json.dumps(self._summary, indent=2) + "\n")
+        if self._wandb is not None:
+            try:
+                self._wandb.summary.update(d)
+            except Exception as e:
+                self._wandb_failed("summary", e)
+
+    def save_config(self, cfg_dict: dict) -> None:
+        """Write the resolved configuration to ``config.yaml``."""
+        _write_atomic(self.run_dir / CONFIG, yaml.safe_dump(cfg_dict, sort_keys=False))
+
+    def close(self, exit_code: int = 0) -> None:
+        """Close ``metrics.jsonl`` and finish the W&B run with ``exit_code``."""
+        if not self._file.closed:
+            self._file.close()
+        if self._wandb is not None:
+            run, self._wandb = self._wandb, None
+            try:
+                run.finish(exit_code=exit_code)
+            except Exception as e:
+                self._wandb_failed("finish", e)
+
+
+class NullLogger:
+    """The logger of the non-main ranks: every method does nothing."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def summary(self, d: dict) -> None:
+        pass
+
+    def save_config(self, cfg_dict: dict) -> None:
+        pass
+
+    def close(self, exit_code: int = 0) -> None:
+        pass
+
+
+def make_logger(run_dir, cfg_dict, wandb_cfg, is_main: bool, resume_step=None, run_name=None):
+    """A :class:`RunLogger` (which also writes ``config.yaml``) on the main rank, else a
+    :class:`NullLogger`. ``wandb_cfg=None`` means no W&B."""
+    if not is_main:
+        return NullLogger()
+    logger = RunLogger(run_dir, cfg_dict, wandb_cfg, resume_step=resume_step, run_name=run_name)
+    if cfg_dict is not None:
+        logger.save_config(cfg_dict)
+    return logger
+
+
+def describe_wandb(run_dir) -> str | None:
+    """The offline W&B run folder(s) under ``run_dir/wandb``, space-separated, for
+    ``wandb sync <path>``; None when there are none."""
+    runs = sorted(str(p) for p in Path(run_dir, "wandb").glob("offline-run-*") if p.is_dir())
+    return " ".join(runs) or None

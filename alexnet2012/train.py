@@ -1,0 +1,228 @@
+"""Train one run: train an epoch, evaluate, checkpoint; repeat.
+
+    alexnet2012 train --config configs/debug.yaml train.max_steps=20 run.dir=runs/debug
+    torchrun --standalone --nproc_per_node=2 -m alexnet2012 train --config configs/debug.yaml
+    alexnet2012 train --resume runs/debug
+
+One process runs the whole network (the two-tower model as one grouped network, or a
+baseline); under torchrun with two ranks each rank holds one tower (:mod:`.parallel`). Every
+random draw (data order, augmentation, dropout) is a function of (seed, epoch, step), so both
+ranks see the same batch and a resumed run continues exactly as an unbroken one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import torch
+
+from . import checkpoint, comm, config, distributed
+from .build import build_model, input_size
+from .config import Config
+from .data.loader import build_data
+from .layers import set_dropout_step
+from .optim import (
+    build_optimizer,
+    build_schedule,
+    load_optimizer_state_by_name,
+    optimizer_state_by_name,
+)
+from .parallel import Execution
+from .runinfo import RunState, correct_counts, peak_memory, progress, resolve_run_dir
+from .tracking import make_logger
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (a non-finite loss); the last good checkpoint is kept."""
+
+
+def evaluate(ex: Execution, data, cfg: Config, ten_view: bool = False) -> dict[str, float]:
+    """Top-1/top-5 error and loss over the whole evaluation set (softmax averaged over views)."""
+    ex.model.eval()
+    acc = torch.zeros(4, device=data.device)  # loss sum, top-1 right, top-5 right, images
+    with torch.no_grad(), _autocast(cfg, data.device):
+        for x, y in data.eval_batches(cfg.train.batch_size, ten_view=ten_view):
+            views = x if ten_view else x.unsqueeze(0)
+            probs = None
+            for v in views:
+                out = ex.forward(_layout(v, cfg))
+                if ex.holds_logits:
+                    p = out.float().softmax(1)
+                    probs = p if probs is None else probs + p
+            if ex.holds_logits:
+                probs = probs / len(views)
+                nll = -probs.clamp_min(1e-12).log().gather(1, y[:, None]).sum()
+                acc += torch.stack([nll, *correct_counts(probs, y), y.new_tensor(len(y))])
+    ex.model.train()
+    loss, c1, c5, n = ex.share(acc).tolist()
+    prefix = "val10" if ten_view else "val"
+    return {
+        f"{prefix}/loss": loss / n,
+        f"{prefix}/top1_err": 1 - c1 / n,
+        f"{prefix}/top5_err": 1 - c5 / n,
+    }
+
+
+def _autocast(cfg: Config, device: torch.device):
+    on = cfg.train.amp and device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
+
+
+def _layout(x: torch.Tensor, cfg: Config) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if cfg.train.channels_last else x
+
+
+def run(cfg: Config, resume: bool = False) -> dict:
+    """Train ``cfg`` (or continue the run in ``cfg.run.dir`` when ``resume``); the summary."""
+    with distributed.session(cfg.parallel.timeout_s, cfg.train.device) as env:
+        return _train(cfg, env, resume)
+
+
+def _train(cfg: Config, env, resume: bool) -> dict:
+    torch.manual_seed(cfg.seed)
+    dev, t = env.device, cfg.train
+    data = build_data(cfg, input_size(cfg), dev)
+    model = build_model(cfg, data.num_classes, data.in_channels)  # whole net, one seed
+    ex = Execution(model, env.group, cfg.parallel.fc8)  # this rank keeps its tower's slices
+    model.to(dev)
+    if t.channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(ex.forward) if t.compile else ex.forward
+    opt = build_optimizer(ex.named_parameters(), t)
+    sched = build_schedule(opt, t)
+    run_dir = resolve_run_dir(cfg, env)
+    state = _restore(run_dir, cfg, ex, opt, sched) if resume else RunState()
+    logger = make_logger(
+        run_dir,
+        config.to_dict(cfg),
+        cfg.wandb,
+        env.is_main,
+        resume_step=state.step if resume else None,
+        run_name=cfg.run.name or None,
+    )
+    per_epoch = data.steps_per_epoch(t.batch_size)
+    total = per_epoch * t.epochs if not t.max_steps else min(t.max_steps, per_epoch * t.epochs)
+    env.group.reset_counters()
+    bar = progress(env.is_main, total, state.step)
+    model.train()
+    state.restart_clock()
+    while state.step < total:
+        epoch, start = divmod(state.step, per_epoch)
+        for x, y in data.train_batches(epoch, t.batch_size, cfg.seed, start=start):
+            set_dropout_step(model, state.step, cfg.seed)  # masks depend on (seed, step) only
+            with _autocast(cfg, dev):
+                out = forward(_layout(x, cfg))
+                loss = ex.loss(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state.add(loss.detach().float(), out, y, ex.holds_logits)
+            state.step += 1
+            bar.update(1)
+            end_of_epoch = state.step % per_epoch == 0 or state.step == total
+            save_now = t.checkpoint_every and state.step % t.checkpoint_every == 0
+            if state.step % max(t.log_every, 1) == 0 or end_of_epoch or save_now:
+                metrics = state.flush(ex, opt, t.batch_size)
+                _check_finite(metrics, state.step)  # before anything non-finite is saved
+                logger.log(metrics, state.step)
+                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
+            if save_now and not end_of_epoch:
+                _save(run_dir, cfg, ex, opt, sched, state, env)
+            if end_of_epoch:
+                break
+        val = _uncounted(env.group, evaluate, ex, data, cfg)  # end of an epoch, or the last step
+        state.epoch_done(val)
+        if state.step % per_epoch == 0:
+            sched.step(val["val/top1_err"])
+        logger.log({**val, "epoch": state.step / per_epoch}, state.step)
+        _save(run_dir, cfg, ex, opt, sched, state, env)
+        state.restart_clock()
+    bar.close()
+    summary = _summary(cfg, env, ex, data, state, opt)
+    logger.summary(summary)
+    logger.close()
+    return summary
+
+
+def _uncounted(group, fn, *args):
+    """Run ``fn`` without adding its exchanges to the training counters."""
+    sent, wait = dict(group.bytes_sent), dict(group.wait_s)
+    try:
+        return fn(*args)
+    finally:
+        group.bytes_sent.clear(), group.bytes_sent.update(sent)
+        group.wait_s.clear(), group.wait_s.update(wait)
+
+
+def _check_finite(metrics: dict, step: int) -> None:
+    if not math.isfinite(metrics["train/loss"]):
+        raise TrainingError(
+            f"training loss became {metrics['train/loss']} by step {step}; the last good "
+            "checkpoint is kept. Lower train.lr or check the data, then --resume."
+        )
+
+
+def _payload(cfg, ex, opt, sched, state) -> dict:
+    return {
+        "config": config.to_dict(cfg),
+        "model": ex.canonical_state(),
+        "optimizer": ex.canonical_by_name(optimizer_state_by_name(opt)),
+        "schedule": sched.state_dict(),
+        "state": state.state_dict(),
+        "step": state.step,
+    }
+
+
+def _save(run_dir, cfg, ex, opt, sched, state, env) -> None:
+    payload = _payload(cfg, ex, opt, sched, state)  # every rank takes part in the gather
+    if env.is_main:
+        checkpoint.save(run_dir, payload, state.step)
+
+
+def _restore(run_dir, cfg, ex, opt, sched) -> RunState:
+    payload, path = checkpoint.load_latest(run_dir)
+    if payload is None:
+        raise checkpoint.CheckpointError(f"{run_dir}: no checkpoint to resume from")
+    saved = config.from_dict(payload["config"])
+    if config.to_dict(saved)["model"] != config.to_dict(cfg)["model"]:
+        raise checkpoint.CheckpointError(
+            f"{path}: written by a run with another model config; resume with that run's "
+            "config (its config.yaml) or start a new run.dir"
+        )
+    ex.load_canonical(payload["model"])
+    load_optimizer_state_by_name(opt, ex.local_by_name(payload["optimizer"]))
+    sched.load_state_dict(payload["schedule"])
+    state = RunState()
+    state.load_state_dict(payload["state"])
+    log.info("resumed from %s at step %d", path, state.step)
+    return state
+
+
+def _summary(cfg, env, ex, data, state, opt) -> dict:
+    out = {}
+    for views in (False, True) if cfg.data.ten_view else (False,):
+        res = _uncounted(env.group, evaluate, ex, data, cfg, views)  # the full test set
+        out.update({("test10/" if views else "test/") + k.split("/")[1]: v for k, v in res.items()})
+    params = ex.model.parameters()
+    mine = [ex.param_bytes(), peak_memory(env.device), sum(p.numel() for p in params)]
+    mine = torch.tensor([mine], dtype=torch.float64, device=env.device)
+    per_rank = comm.all_gather_cat(mine, env.group, 0).tolist()  # one row per rank
+    sent, steps = env.group.bytes_sent, max(state.steps_run, 1)
+    out.update(state.summary(cfg.train.batch_size))
+    out.update({
+        "model": cfg.model.name, "preset": cfg.model.preset, "world_size": env.world_size,
+        "params_total": sum(math.prod(s) for s in ex.full_shapes.values()),
+        "params_per_rank": [int(v[2]) for v in per_rank],
+        "param_bytes_per_rank": [int(v[0]) for v in per_rank],
+        "peak_memory_per_rank": [int(v[1]) for v in per_rank],
+        "bytes_exchanged_per_step": sum(sent.values()) / steps,
+        "bytes_exchanged_per_point": {k: v / steps for k, v in sent.items()},
+        "exchange_wait_share": sum(env.group.wait_s.values()) / max(state.train_time, 1e-9),
+        "device": str(env.device), "torch": torch.__version__,
+        "final_lr": opt.param_groups[0]["lr"], "wall_s": time.time() - state.started,
+    })  # fmt: skip
+    return out
