@@ -76,8 +76,13 @@ def _layout(x: torch.Tensor, cfg: Config) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if cfg.train.channels_last else x
 
 
-def run(cfg: Config, resume: bool = False) -> dict:
-    """Train ``cfg`` (or continue the run in ``cfg.run.dir`` when ``resume``); the summary."""
+def run(cfg: Config, resume: bool = False, env: distributed.Env | None = None) -> dict:
+    """Train ``cfg`` (or continue the run in ``cfg.run.dir`` when ``resume``); the summary.
+
+    ``env``: an already started process group (tests); by default torchrun's, or one process.
+    """
+    if env is not None:
+        return _train(cfg, env, resume)
     with distributed.session(cfg.parallel.timeout_s, cfg.train.device) as env:
         return _train(cfg, env, resume)
 

@@ -11,6 +11,7 @@ on the CPU and moved to the device, so they do not depend on the device either.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -51,7 +52,7 @@ def subset_index(n: int, keep: int, split: int) -> torch.Tensor:
     return order[:keep].sort().values
 
 
-class Data:
+class Data(ABC):
     """A data set ready for training: batches of float32 images (B, C, S, S) on the device.
 
     Subclasses provide ``_fetch(split, idx)`` (the stored images of ``idx`` on the device,
@@ -122,22 +123,28 @@ class Data:
             if pending is not None:
                 yield pending[0], pending[1].result()
 
+    @abstractmethod
     def _fetch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """The stored images ``idx`` of ``split`` ("train" or "test") on the device, labels."""
 
+    @abstractmethod
     def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        raise NotImplementedError
+        """The training view of fetched images, its randomness drawn from ``gen``."""
 
+    @abstractmethod
     def _views(self, x: torch.Tensor, ten_view: bool) -> torch.Tensor:
-        raise NotImplementedError
+        """The centre view of fetched test images, or their 10 views (10, B, C, S, S)."""
 
 
 def build_data(cfg: Config, input_size: int, device: torch.device | str) -> Data:
     """The data set ``cfg.data.name`` names, producing ``input_size`` images on ``device``."""
     from .sources import FashionMNISTData, FolderData, SyntheticData
 
-    kinds = {"fashion_mnist": FashionMNISTData, "imagefolder": FolderData,
-             "synthetic": SyntheticData}
+    kinds = {
+        "fashion_mnist": FashionMNISTData,
+        "imagefolder": FolderData,
+        "synthetic": SyntheticData,
+    }
     if cfg.data.name not in kinds:
         raise DataError(f"data.name {cfg.data.name!r} is not one of {', '.join(kinds)}")
     data = kinds[cfg.data.name](cfg, input_size, torch.device(device))

@@ -1,0 +1,225 @@
+"""The three data sets behind :func:`~alexnet2012.data.loader.build_data`.
+
+- ``fashion_mnist``: held in device memory as uint8; per batch resized (bilinear, as d2l), randomly
+  cropped when ``data.resize`` exceeds the input size, flipped, standardised.
+- ``imagefolder``: a store made by ``alexnet2012 prepare``, memory-mapped; the 2012 pipeline of
+  spec §3 on the device (random crop + flip, mean-image subtraction, PCA colour noise).
+- ``synthetic``: a fixed random set a small net can learn, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import fashion_mnist
+from .errors import DataError
+from .loader import STREAM_SYNTHETIC, Data, generator, subset_index
+from .store import Store
+from .transforms import (
+    C12_CROP_CHUNK,
+    ILSVRC2012_PCA_EIGVECS,
+    ILSVRC2012_PCA_STDEVS,
+    center_crop,
+    pca_noise,
+    random_crop_flip,
+    ten_views,
+)
+
+
+class FashionMNISTData(Data):
+    """Fashion-MNIST, 1 channel; ``normalize=false, flip=false, resize=0`` is d2l's pipeline."""
+
+    def __init__(self, cfg, input_size: int, device: torch.device):
+        d = cfg.data
+        self.resize = d.resize or input_size  # size before the random crop
+        if self.resize < input_size:
+            raise DataError(
+                f"data.resize={d.resize} is below the input size {input_size}; "
+                f"set it to 0 or at least {input_size}"
+            )
+        raw = fashion_mnist.load(d.root)
+        tr = subset_index(len(raw["train_labels"]), d.train_subset, 0)
+        te = subset_index(len(raw["test_labels"]), d.test_subset, 1)
+        train = raw["train_images"][tr]
+        # mean and std of the training pixels in [0, 1], exactly, from their histogram
+        hist = torch.bincount(train.flatten(), minlength=256).double()
+        values = torch.arange(256, dtype=torch.float64) / 255
+        self.mean = float((hist * values).sum() / hist.sum())
+        self.std = float(((hist * (values - self.mean) ** 2).sum() / hist.sum()).sqrt())
+        self.normalize, self.flip = d.normalize, d.flip
+        self.x = {"train": train.to(device), "test": raw["test_images"][te].to(device)}
+        self.y = {
+            "train": raw["train_labels"][tr].to(device),
+            "test": raw["test_labels"][te].to(device),
+        }
+        super().__init__(
+            name="fashion_mnist",
+            classes=fashion_mnist.CLASSES,
+            in_channels=1,
+            train_size=len(tr),
+            test_size=len(te),
+            input_size=input_size,
+            device=device,
+        )
+
+    def _fetch(self, split, idx):
+        idx = idx.to(self.device)
+        return self.x[split][idx], self.y[split][idx]
+
+    def _scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 1, 28, 28) -> float in [0, 1], (B, 1, resize, resize)."""
+        x = x.float() / 255
+        if x.shape[-2:] != (self.resize, self.resize):  # [D2L]: bilinear upsampling
+            x = F.interpolate(
+                x,
+                size=(self.resize, self.resize),
+                mode="bilinear",
+                align_corners=False,
+                antialias=False,
+            )
+        return x
+
+    def _standardised(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std if self.normalize else x  # [D2L]: pixels in [0, 1]
+
+    def _augment(self, x, gen):
+        x = self._scaled(x)
+        if self.resize > self.input_size or self.flip:
+            x = random_crop_flip(x, self.input_size, gen, flip=self.flip)
+        return self._standardised(x)
+
+    def _views(self, x, ten_view):
+        x = self._scaled(x)
+        x = ten_views(x, self.input_size) if ten_view else center_crop(x, self.input_size)
+        return self._standardised(x)
+
+
+class FolderData(Data):
+    """A prepared ImageNet-style store, with the 2012 training pipeline (spec §3)."""
+
+    prefetch = True  # read the next batch from disk while this one trains
+
+    def __init__(self, cfg, input_size: int, device: torch.device):
+        d = cfg.data
+        store = Store(d.root)
+        self.store_size = store.size
+        if store.size < input_size:
+            raise DataError(
+                f"{store.root} holds {store.size}px images, smaller than the input "
+                f"size {input_size}; rerun prepare with a larger size"
+            )
+        if d.resize not in (0, store.size):
+            raise DataError(
+                f"data.resize={d.resize}, but {store.root} holds {store.size}px "
+                f"images; set data.resize to 0 or {store.size}"
+            )
+        self.images = {"train": store.images("train"), "test": store.images("val")}
+        self.labels = {"train": store.labels("train"), "test": store.labels("val")}
+        self.index = {
+            "train": subset_index(store.count("train"), d.train_subset, 0).numpy(),
+            "test": subset_index(store.count("val"), d.test_subset, 1).numpy(),
+        }
+        # [C12] subtracts the mean image's centre input_size patch from every crop (spec §3)
+        mean = torch.from_numpy(store.mean).permute(2, 0, 1)  # (3, 256, 256)
+        self.mean_patch = center_crop(mean, input_size).contiguous().to(device)
+        self.normalize, self.flip, self.noise = d.normalize, d.flip, d.colour_noise
+        if d.pca == "imagenet":  # spec §3: [C14]'s ILSVRC-2012 constants
+            self.pca = (ILSVRC2012_PCA_STDEVS, ILSVRC2012_PCA_EIGVECS)
+        else:  # the PCA of this store's training pixels
+            self.pca = (store.pca_stdevs, store.pca_eigvecs)
+        # spec §1.3: [C12] (the "original" preset) draws one crop and flip per 32 images
+        self.per_chunk = C12_CROP_CHUNK if cfg.model.preset == "original" else None
+        self.pin = device.type == "cuda"
+        super().__init__(
+            name="imagefolder",
+            classes=store.classes,
+            in_channels=3,
+            train_size=len(self.index["train"]),
+            test_size=len(self.index["test"]),
+            input_size=input_size,
+            device=device,
+        )
+
+    def _fetch(self, split, idx):
+        rows = self.index[split][idx.numpy()]
+        order = np.argsort(rows, kind="stable")
+        batch = np.empty((len(rows), self.store_size, self.store_size, 3), np.uint8)
+        batch[order] = self.images[split][rows[order]]  # read the memmap in file order
+        x = torch.from_numpy(batch)
+        y = torch.from_numpy(self.labels[split][rows])
+        if self.pin:
+            x, y = x.pin_memory(), y.pin_memory()
+        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (B, 3, 256, 256) uint8
+        return x, y.to(self.device, non_blocking=True)
+
+    def _augment(self, x, gen):
+        # [P] §4.1, spec §3: random input_size crop and horizontal flip of the 256x256 image
+        x = random_crop_flip(x, self.input_size, gen, per_chunk=self.per_chunk, flip=self.flip)
+        x = x.float()
+        if self.normalize:
+            x = x - self.mean_patch
+        if self.noise != "none":  # spec §1.3, §3: PCA colour noise, paper or code form
+            x = pca_noise(x, *self.pca, gen, form=self.noise)
+        return x if self.normalize else x / 255
+
+    def _views(self, x, ten_view):
+        x = ten_views(x, self.input_size) if ten_view else center_crop(x, self.input_size)
+        x = x.float()  # [C12] subtracts the centre mean patch from all 10 views too
+        return x - self.mean_patch if self.normalize else x / 255
+
+
+class SyntheticData(Data):
+    """10 classes of 3-channel images: a class colour and stripe pattern plus smooth noise.
+
+    Fixed (not seeded by the run) so every run and benchmark sees the same images; rendered on
+    the device per batch from small per-image latents, so any ``input_size`` is cheap.
+    """
+
+    def __init__(self, cfg, input_size: int, device: torch.device):
+        n_train = cfg.data.synthetic_size
+        n_test = max(10, n_train // 4)
+        n, s = n_train + n_test, input_size
+        g = generator(STREAM_SYNTHETIC)
+        self.colours = (torch.rand(10, 3, generator=g) * 2 - 1).to(device)  # (10, 3)
+        labels = (torch.arange(n) % 10)[torch.randperm(n, generator=g)]
+        noise = torch.randn(n, 3, 4, 4, generator=g)  # upsampled to smooth noise
+        k = torch.arange(10)
+        coords = (torch.arange(s) + 0.5) / s
+        wave = torch.sin(2 * math.pi * (1 + k // 2)[:, None] * coords)  # (10, S): 1-5 cycles
+        rows, cols = wave[:, :, None].expand(10, s, s), wave[:, None, :].expand(10, s, s)
+        self.patterns = torch.where((k % 2 == 0)[:, None, None], rows, cols).to(device)
+        tr = subset_index(n_train, cfg.data.train_subset, 0)
+        te = n_train + subset_index(n_test, cfg.data.test_subset, 1)
+        self.latent = {
+            "train": (labels[tr].to(device), noise[tr].to(device)),
+            "test": (labels[te].to(device), noise[te].to(device)),
+        }
+        self.flip = cfg.data.flip
+        super().__init__(
+            name="synthetic",
+            classes=[f"class{i}" for i in range(10)],
+            in_channels=3,
+            train_size=len(tr),
+            test_size=len(te),
+            input_size=input_size,
+            device=device,
+        )
+
+    def _fetch(self, split, idx):
+        labels, noise = self.latent[split]
+        idx = idx.to(self.device)
+        y = labels[idx]
+        s = self.input_size
+        smooth = F.interpolate(noise[idx], size=(s, s), mode="bilinear", align_corners=False)
+        x = 0.8 * self.colours[y][:, :, None, None] + 0.5 * self.patterns[y][:, None] + 0.5 * smooth
+        return x, y
+
+    def _augment(self, x, gen):
+        return random_crop_flip(x, self.input_size, gen) if self.flip else x
+
+    def _views(self, x, ten_view):
+        return ten_views(x, self.input_size) if ten_view else x
