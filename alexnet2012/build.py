@@ -31,6 +31,7 @@ def build_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
             lrn=m.lrn,
             overlap_pool=m.overlap_pool,
             dropout=m.dropout,
+            init=m.init,
             seed=cfg.seed,
         )
     if m.name == "streamlined":

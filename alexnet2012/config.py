@@ -45,7 +45,8 @@ class ModelConfig:
     lrn: bool = True  # response normalisation (LRN, and the 2012 code's spatial norm)
     overlap_pool: bool = True  # 3/2 pooling ([P] §3.4); false = 2/2
     dropout: str = choice("paper", "paper", "inverted", "none")
-    init: str = choice("preset", "preset", "default", "xavier")  # baselines: d2l's choices
+    # preset: the preset's stds (spec §1); kaiming: sqrt(2/fan_in); default/xavier: d2l's choices
+    init: str = choice("preset", "preset", "kaiming", "default", "xavier")
 
 
 @dataclass
@@ -255,6 +256,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.widths must all be positive")
     if m.name == "alexnet2012" and not m.half and any(w % 2 for w in m.widths):
         raise ConfigError("model.widths must be even: each layer is split between two towers")
+    if m.name == "alexnet2012" and m.init not in ("preset", "kaiming"):
+        raise ConfigError(
+            f"model.init: {m.init!r} is for the baselines; alexnet2012 takes preset or kaiming"
+        )
     if m.input_size < 0 or (0 < m.input_size < 32):
         raise ConfigError(
             f"model.input_size must be 0 (preset default) or >= 32, got {m.input_size}"

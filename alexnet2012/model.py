@@ -150,6 +150,7 @@ class AlexNet2012(nn.Module):
         lrn: bool = True,
         overlap_pool: bool = True,
         dropout: str = "paper",
+        init: str = "preset",
         seed: int = 0,
     ):
         super().__init__()
@@ -164,6 +165,9 @@ class AlexNet2012(nn.Module):
         self.input_size = input_size or p.input_size
         self.cross = tuple(cross)
         self.overlap_pool = overlap_pool
+        if init not in ("preset", "kaiming"):
+            raise ValueError(f"init {init!r}: choose preset or kaiming")
+        self.init = init
 
         pk, ps = (3, 2) if overlap_pool else (2, 2)  # [P] §3.4: z=3, s=2 overlapping
         s1, extra = conv1_size(self.input_size, p.overhang)
@@ -221,9 +225,15 @@ class AlexNet2012(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, seed: int = 0) -> None:
-        """Draw every weight from N(0, std^2) and set biases, per the preset, from one seed."""
+        """Draw every weight from N(0, std^2) and set biases, per the preset, from one seed.
+
+        ``init="kaiming"`` replaces the preset's fixed stds by sqrt(2 / fan_in) (He et al.,
+        2015), which narrow scaled-down nets need to leave the chance-level plateau (spec §2).
+        """
         g = torch.Generator().manual_seed(seed)
         for block, std, bias in zip(self.blocks(), self.preset.std, self.preset.bias, strict=True):
+            if self.init == "kaiming":
+                std = (2.0 / block.weight[0].numel()) ** 0.5
             block.weight.normal_(0.0, std, generator=g)
             block.bias.fill_(bias)
         for m in self.modules():

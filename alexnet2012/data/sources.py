@@ -126,6 +126,7 @@ class FolderData(Data):
         # [C12] subtracts the mean image's centre input_size patch from every crop (spec §3)
         mean = torch.from_numpy(store.mean).permute(2, 0, 1)  # (3, 256, 256)
         self.mean_patch = center_crop(mean, input_size).contiguous().to(device)
+        # normalize=false: no mean subtraction; pixels divided by 255 at the end, into [0, 1]
         self.normalize, self.flip, self.noise = d.normalize, d.flip, d.colour_noise
         if d.pca == "imagenet":  # spec §3: [C14]'s ILSVRC-2012 constants
             self.pca = (ILSVRC2012_PCA_STDEVS, ILSVRC2012_PCA_EIGVECS)

@@ -170,6 +170,8 @@ class StoreWriter:
         empty = [c for c, k in zip(classes, splits["train"]["class_counts"], strict=True) if not k]
         if empty:
             log.warning("classes with no training images: %s", ", ".join(empty))
+        if not splits["val"]["count"]:
+            log.warning("the store has no validation images; evaluation will be empty")
         log.info(
             "store ready in %s: %d train, %d val images", self.dst, kept, splits["val"]["count"]
         )

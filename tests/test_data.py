@@ -1,0 +1,365 @@
+"""Data pipeline: IDX reading, Fashion-MNIST, the prepared store, transforms and batching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from alexnet2012.config import Config
+from alexnet2012.data import DataError, Store, build_data, fashion_mnist, prepare, transforms
+from alexnet2012.data.idx import read_images, read_labels, write_idx
+from alexnet2012.data.loader import STREAM_ORDER, generator
+from alexnet2012.data.prepare import prepare_main
+
+SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+
+
+# ---------------------------------------------------------------- IDX and Fashion-MNIST
+
+
+def make_fashion(folder: Path, n_train=120, n_test=40, gz=True) -> Path:
+    """Four small, valid Fashion-MNIST-shaped IDX files in ``folder``."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = ".gz" if gz else ""
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{split}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{split}-labels-idx1-ubyte{ext}", np.arange(n) % 10)
+    return folder
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_roundtrip(tmp_path, gz):
+    images = np.random.default_rng(1).integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    path = tmp_path / ("x.idx.gz" if gz else "x.idx")
+    write_idx(path, images)
+    np.testing.assert_array_equal(read_images(path), images)
+    write_idx(path, np.arange(7) % 10)
+    np.testing.assert_array_equal(read_labels(path), np.arange(7) % 10)
+
+
+def test_idx_problems_name_the_file(tmp_path):
+    images = np.zeros((5, 28, 28), np.uint8)
+    good = tmp_path / "good"
+    write_idx(good, images)
+    data = good.read_bytes()
+    cases = {
+        "truncated": (data[:-100], "truncated"),
+        "trailing": (data + b"\0", "trailing"),
+        "wrong_count": (data[:4] + (6).to_bytes(4, "big") + data[8:], "truncated"),
+        "short": (data[:2], "too short"),
+    }
+    for name, (raw, words) in cases.items():
+        (tmp_path / name).write_bytes(raw)
+        with pytest.raises(DataError, match=words) as e:
+            read_images(tmp_path / name)
+        assert name in str(e.value)
+    with pytest.raises(DataError, match="magic number 2051 is not 2049") as e:
+        read_labels(good)
+    assert str(good) in str(e.value)
+    gz = tmp_path / "broken.gz"
+    write_idx(gz, images)
+    gz.write_bytes(gz.read_bytes()[:30])
+    with pytest.raises(DataError, match="gzip") as e:
+        read_images(gz)
+    assert "broken.gz" in str(e.value)
+
+
+def test_fashion_load_and_checks(tmp_path):
+    root = make_fashion(tmp_path / "fm", gz=False)
+    data = fashion_mnist.load(root, system_dir=tmp_path / "none", cache=tmp_path / "none")
+    assert data["train_images"].shape == (120, 1, 28, 28)
+    assert data["train_images"].dtype == torch.uint8
+    assert data["test_labels"].dtype == torch.int64 and len(data["test_labels"]) == 40
+    write_idx(root / "t10k-labels-idx1-ubyte", np.arange(39) % 10)
+    with pytest.raises(DataError, match="39 labels") as e:
+        fashion_mnist.load(root, system_dir=tmp_path / "none", cache=tmp_path / "none")
+    assert "t10k-images" in str(e.value)
+
+
+def test_fashion_missing_names_all_three_ways(tmp_path, monkeypatch):
+    monkeypatch.setattr(fashion_mnist, "_server_reachable", lambda timeout=3.0: False)
+    with pytest.raises(DataError) as e:
+        fashion_mnist.locate(tmp_path / "a", system_dir=tmp_path / "b", cache=tmp_path / "c")
+    msg = str(e.value)
+    assert "data.root" in msg and "apt-get install -y dataset-fashion-mnist" in msg
+    assert "download" in msg and str(tmp_path / "c") in msg
+
+
+@pytest.mark.skipif(not (SYSTEM / "train-images-idx3-ubyte.gz").is_file(), reason="no Debian set")
+def test_real_fashion_mnist():
+    data = fashion_mnist.load("", system_dir=SYSTEM, cache=Path("/nonexistent"))
+    assert data["train_images"].shape == (60000, 1, 28, 28)
+    assert data["test_images"].shape == (10000, 1, 28, 28)
+    for split, per_class in (("train", 6000), ("test", 1000)):
+        labels = data[f"{split}_labels"]
+        assert labels.min() == 0 and labels.max() == 9
+        assert torch.bincount(labels).tolist() == [per_class] * 10
+
+
+# ---------------------------------------------------------------- prepare and the store
+
+
+def jpeg(path: Path, size, colour, mode="RGB", quality=90) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", size, colour)
+    img.paste((255 - colour[0], colour[1] // 2, 255), (0, 0, size[0] // 3, size[1] // 2))
+    img.convert(mode).save(path, "JPEG", quality=quality)
+    return path
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """train/ and val/ trees, 3 classes, with every kind of awkward file."""
+    src = tmp_path / "src"
+    colours = {"ant": (200, 30, 30), "bee": (30, 200, 30), "cat": (30, 30, 200)}
+    for split, n in (("train", 4), ("val", 2)):
+        for c, colour in colours.items():
+            for i in range(n):
+                jpeg(src / split / c / f"{c}{i}.JPEG", (40 + 7 * i, 34 + 3 * i), colour)
+    jpeg(src / "train/ant/cmyk.JPEG", (50, 36), (255, 0, 0), mode="CMYK")
+    jpeg(src / "train/bee/grey.JPEG", (36, 48), (90, 90, 90), mode="L")
+    full = jpeg(src / "train/cat/truncated.JPEG", (64, 64), (1, 2, 3)).read_bytes()
+    (src / "train/cat/truncated.JPEG").write_bytes(full[: len(full) // 2])
+    (src / "train/cat/notes.txt").write_text("not an image")
+    (src / "val/bee/empty.JPEG").write_bytes(b"")
+    return src
+
+
+def stored(dst: Path) -> dict:
+    return {
+        name: np.load(dst / f"{name}.npy")
+        for name in ("train_images", "train_labels", "val_images", "val_labels", "mean")
+    }
+
+
+def test_prepare_store(tree, tmp_path):
+    summary = prepare_main(str(tree), str(tmp_path / "dst"), size=32, workers=0)
+    assert summary["classes"] == 3 and summary["train"] == 14 and summary["val"] == 6
+    assert summary["files"] == 23 and summary["bad_count"] == 3 and not summary["resumed"]
+    bad = {b["file"]: b["reason"] for b in summary["bad"]}
+    assert set(bad) == {"train/cat/notes.txt", "train/cat/truncated.JPEG", "val/bee/empty.JPEG"}
+    assert "0 bytes" in bad["val/bee/empty.JPEG"] and "not an image" in bad["train/cat/notes.txt"]
+    assert "truncated" in bad["train/cat/truncated.JPEG"]
+    s = stored(tmp_path / "dst")
+    assert s["train_images"].shape == (14, 32, 32, 3) and s["train_images"].dtype == np.uint8
+    assert s["train_labels"].tolist() == [0] * 5 + [1] * 5 + [2] * 4
+    assert s["val_images"].shape == (6, 32, 32, 3) and s["mean"].shape == (32, 32, 3)
+    # files sort as ant0..3, cmyk: the CMYK red and the greyscale image were converted and kept
+    cmyk, grey = s["train_images"][4].reshape(-1, 3), s["train_images"][9].reshape(-1, 3)
+    assert np.abs(np.median(cmyk, 0) - [255, 0, 0]).max() < 20
+    assert (grey[:, 0] == grey[:, 1]).all() and (grey[:, 1] == grey[:, 2]).all()
+    # mean image and PCA are those of the stored training pixels (spec §3)
+    np.testing.assert_allclose(s["mean"], s["train_images"].mean(0), atol=1e-4)
+    store = Store(tmp_path / "dst")
+    pixels = s["train_images"].reshape(-1, 3).astype(np.float64)
+    vals, vecs = np.linalg.eigh(np.cov(pixels.T, bias=True))
+    np.testing.assert_allclose(store.pca_stdevs, np.sqrt(vals), rtol=1e-6)
+    np.testing.assert_allclose(np.abs(store.pca_eigvecs), np.abs(vecs), atol=1e-6)
+    assert store.classes == ["ant", "bee", "cat"] and store.images("val").shape[0] == 6
+    again = prepare_main(str(tree), str(tmp_path / "dst"), size=32, workers=0)
+    assert again["already_done"] and again["train"] == 14
+
+
+def test_prepare_stop_on_bad(tree, tmp_path):
+    with pytest.raises(DataError, match="on_bad=skip") as e:
+        prepare_main(str(tree), str(tmp_path / "dst"), size=32, on_bad="stop", workers=0)
+    assert "notes.txt" in str(e.value)  # the first bad file in sorted order
+
+
+def test_prepare_resumes(tree, tmp_path, monkeypatch):
+    real, calls = prepare.load_image, []
+
+    def crashing(path, size):
+        calls.append(path)
+        if len(calls) == 11:
+            raise RuntimeError("simulated crash")
+        return real(path, size)
+
+    monkeypatch.setattr(prepare, "load_image", crashing)
+    with pytest.raises(RuntimeError, match="simulated"):
+        prepare_main(str(tree), str(tmp_path / "dst"), size=32, workers=0, chunk=4)
+    with pytest.raises(DataError, match="unfinished"):
+        Store(tmp_path / "dst")
+    calls.clear()
+    monkeypatch.setattr(
+        prepare, "load_image", lambda path, size: calls.append(path) or real(path, size)
+    )
+    summary = prepare_main(str(tree), str(tmp_path / "dst"), size=32, workers=0, chunk=4)
+    assert summary["resumed"] and summary["train"] == 14 and summary["bad_count"] == 3
+    assert len(calls) == 23 - 8  # the two finished chunks were not redone
+    monkeypatch.setattr(prepare, "load_image", real)
+    prepare_main(str(tree), str(tmp_path / "ref"), size=32, workers=2, chunk=5)
+    a, b = stored(tmp_path / "dst"), stored(tmp_path / "ref")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    meta_a, meta_b = (json.loads((tmp_path / d / "meta.json").read_text()) for d in ("dst", "ref"))
+    assert meta_a["pca"] == meta_b["pca"] and meta_a["splits"] == meta_b["splits"]
+    assert (
+        not list((tmp_path / "dst").glob("stats-*"))
+        and not (tmp_path / "dst/progress.json").exists()
+    )
+
+
+def test_prepare_one_tree_splits(tmp_path):
+    for c in ("x", "y"):
+        for i in range(10):
+            jpeg(tmp_path / "one" / c / f"{i}.jpg", (33, 33), (10 * i, 100, 50))
+    summary = prepare_main(str(tmp_path / "one"), str(tmp_path / "dst"), size=32, workers=0)
+    assert "90/10" in summary["split"] and (summary["train"], summary["val"]) == (18, 2)
+    assert Store(tmp_path / "dst").meta["splits"]["val"]["class_counts"] == [1, 1]
+
+
+# ---------------------------------------------------------------- transforms
+
+
+def test_ten_views_match_explicit_slices():
+    x = torch.arange(2 * 3 * 9 * 11, dtype=torch.float32).reshape(2, 3, 9, 11)
+    views = transforms.ten_views(x, 6)
+    assert views.shape == (10, 2, 3, 6, 6)
+    expect = [
+        x[..., 0:6, 0:6],
+        x[..., 0:6, 5:11],
+        x[..., 1:7, 2:8],
+        x[..., 3:9, 0:6],
+        x[..., 3:9, 5:11],
+    ]
+    expect += [torch.flip(v, dims=[3]) for v in expect]
+    for i, v in enumerate(expect):
+        torch.testing.assert_close(views[i], v, rtol=0, atol=0)
+    torch.testing.assert_close(views[2], transforms.center_crop(x, 6), rtol=0, atol=0)
+
+
+def test_random_crop_flip():
+    x = torch.randint(0, 256, (70, 3, 12, 12), dtype=torch.uint8)
+    a = transforms.random_crop_flip(x, 8, torch.Generator().manual_seed(3))
+    b = transforms.random_crop_flip(x, 8, torch.Generator().manual_seed(3))
+    assert a.shape == (70, 3, 8, 8) and torch.equal(a, b)
+    g = torch.Generator().manual_seed(3)
+    top, left = torch.randint(0, 5, (70,), generator=g), torch.randint(0, 5, (70,), generator=g)
+    flip = torch.randint(0, 2, (70,), generator=g)
+    for i in range(70):
+        patch = x[i, :, top[i] : top[i] + 8, left[i] : left[i] + 8]
+        assert torch.equal(a[i], patch.flip(-1) if flip[i] else patch)
+    assert 10 < int(flip.sum()) < 60
+    same = x[:1].expand(70, -1, -1, -1)  # [C12] chunks: 32 images share one crop and flip
+    c = transforms.random_crop_flip(same, 8, torch.Generator().manual_seed(4), per_chunk=32)
+    assert all(torch.equal(c[i], c[i // 32 * 32]) for i in range(70))
+
+
+@pytest.mark.parametrize("form", ["paper", "code"])
+def test_pca_noise_forms(form):
+    x = torch.randn(5, 3, 4, 4, dtype=torch.float64) * 50
+    s, v = transforms.ILSVRC2012_PCA_STDEVS, transforms.ILSVRC2012_PCA_EIGVECS
+    out = transforms.pca_noise(x, s, v, torch.Generator().manual_seed(7), form=form)
+    alpha = torch.randn(5, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    alpha = alpha.numpy() * 0.1  # [P]: alpha ~ N(0, 0.1)
+    vn, sn, xn = np.array(v), np.array(s), x.numpy()
+    for i in range(5):
+        if form == "paper":  # sum_i p_i alpha_i lambda_i, lambda of [0, 1] pixels, in 0-255
+            rgb = 255 * sum(vn[:, j] * alpha[i, j] * (sn[j] / 255) ** 2 for j in range(3))
+            expect = xn[i] + rgb[:, None, None]
+        else:  # [C12]: (x + V (alpha * sqrt(lambda))) / 1.1
+            expect = (xn[i] + (vn @ (alpha[i] * sn))[:, None, None]) / 1.1
+        np.testing.assert_allclose(out[i].numpy(), expect, rtol=1e-12)
+
+
+def test_spec_constants():
+    v = np.array(transforms.ILSVRC2012_PCA_EIGVECS)
+    np.testing.assert_allclose(v.T @ v, np.eye(3), atol=1e-5)  # columns are unit eigenvectors
+    assert list(transforms.ILSVRC2012_PCA_STDEVS) == sorted(transforms.ILSVRC2012_PCA_STDEVS)
+
+
+# ---------------------------------------------------------------- build_data and batches
+
+
+def cfg_for(name, root="", **data) -> Config:
+    cfg = Config()
+    cfg.data.name, cfg.data.root = name, str(root)
+    for k, val in data.items():
+        setattr(cfg.data, k, val)
+    return cfg
+
+
+def batches(data, epoch, seed, start=0, bs=16):
+    return [(x.clone(), y.clone()) for x, y in data.train_batches(epoch, bs, seed, start=start)]
+
+
+def same(a, b) -> bool:
+    return len(a) == len(b) and all(
+        torch.equal(x, u) and torch.equal(y, v) for (x, y), (u, v) in zip(a, b, strict=True)
+    )
+
+
+@pytest.mark.parametrize("name", ["synthetic", "fashion_mnist", "imagefolder"])
+def test_batches_are_counter_based(name, tree, tmp_path):
+    if name == "fashion_mnist":
+        cfg = cfg_for(name, make_fashion(tmp_path / "fm"), resize=36)
+    elif name == "imagefolder":
+        prepare_main(str(tree), str(tmp_path / "dst"), size=32, workers=0)
+        cfg = cfg_for(name, tmp_path / "dst", train_subset=12)
+    else:
+        cfg = cfg_for(name, synthetic_size=100)
+    data = build_data(cfg, 28, "cpu")
+    other_process = build_data(cfg, 28, "cpu")
+    assert data.steps_per_epoch(16) == data.train_size // 16
+    full = batches(data, 1, 5, bs=4)
+    assert full[0][0].shape == (4, data.in_channels, 28, 28) and full[0][0].dtype == torch.float32
+    assert same(full, batches(other_process, 1, 5, bs=4))
+    assert not same(full, batches(data, 1, 6, bs=4)) and not same(full, batches(data, 2, 5, bs=4))
+    assert same(full[2:], batches(data, 1, 5, start=2, bs=4))
+    x, y = next(data.eval_batches(5, ten_view=True))
+    assert x.shape == (10, 5, data.in_channels, 28, 28) and y.shape == (5,)
+    assert sum(len(y) for _, y in data.eval_batches(7)) == data.test_size
+
+
+def test_fashion_d2l_pipeline(tmp_path):
+    cfg = cfg_for("fashion_mnist", make_fashion(tmp_path / "fm"), normalize=False, flip=False)
+    data = build_data(cfg, 64, "cpu")
+    raw = fashion_mnist.load(tmp_path / "fm", system_dir=tmp_path, cache=tmp_path)
+    x, _ = next(data.eval_batches(8))
+    expect = F.interpolate(raw["test_images"][:8].float() / 255, size=(64, 64), mode="bilinear")
+    torch.testing.assert_close(x, expect)
+    xt, yt = next(data.train_batches(0, 8, 0))  # no augmentation: exactly resized images
+    order = torch.randperm(120, generator=generator(STREAM_ORDER, 0, 0))[:8]
+    torch.testing.assert_close(
+        xt, F.interpolate(raw["train_images"][order].float() / 255, size=(64, 64), mode="bilinear")
+    )
+    assert torch.equal(yt, raw["train_labels"][order])
+    cfg.data.normalize, cfg.data.train_subset = True, 50
+    data = build_data(cfg, 64, "cpu")
+    assert data.train_size == 50 and abs(float(data.mean) - 0.5) < 0.05
+    assert len(torch.bincount(data.y["train"])) == 10  # a seeded subset spans the classes
+
+
+def test_imagefolder_pipeline(tree, tmp_path):
+    with pytest.raises(DataError, match="alexnet2012 prepare SRC DST"):
+        build_data(cfg_for("imagefolder", tmp_path / "nothing"), 28, "cpu")
+    prepare_main(str(tree), str(tmp_path / "dst"), size=32, workers=0)
+    store = Store(tmp_path / "dst")
+    mean_patch = torch.from_numpy(store.mean).permute(2, 0, 1)[:, 2:30, 2:30]
+    cfg = cfg_for("imagefolder", tmp_path / "dst", colour_noise="none", pca="data")
+    x, y = next(build_data(cfg, 28, "cpu").eval_batches(6))
+    images = torch.from_numpy(store.images("val")[:6].copy()).permute(0, 3, 1, 2).float()
+    torch.testing.assert_close(x, images[:, :, 2:30, 2:30] - mean_patch)  # [C12] centre patch
+    assert y.tolist() == store.labels("val")[:6].tolist()
+    for noise in ("paper", "code"):
+        cfg.data.colour_noise = noise
+        xn, _ = next(build_data(cfg, 28, "cpu").train_batches(0, 8, 0))
+        assert xn.shape == (8, 3, 28, 28) and xn.abs().max() < 400
+
+
+def test_synthetic_is_learnable():
+    data = build_data(cfg_for("synthetic", synthetic_size=200, flip=False), 32, "cpu")
+    x, y = next(data.train_batches(0, 200, 0))
+    feats = x.mean((2, 3))  # channel means carry the class colour
+    centres = torch.stack([feats[y == k].mean(0) for k in range(10)])
+    xt, yt = next(data.eval_batches(100))
+    pred = torch.cdist(xt.mean((2, 3)), centres).argmin(1)
+    assert (pred == yt).float().mean() > 0.9

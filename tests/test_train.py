@@ -1,0 +1,119 @@
+"""The trainer: two ranks equal one process, resume equals an unbroken run, the records."""
+
+import json
+import math
+
+import numpy as np
+import torch
+from spawn import run_ranks
+
+from alexnet2012 import checkpoint, comm, distributed, train
+from alexnet2012.build import build_model
+from alexnet2012.config import load_config
+from alexnet2012.parallel import Execution
+
+BASE = [
+    "data.name=synthetic", "data.synthetic_size=256", "train.batch_size=16", "train.epochs=4",
+    "train.log_every=1", "wandb.mode=disabled", "data.test_subset=0",
+]  # fmt: skip
+
+
+def cfg_for(run_dir, *extra):
+    return load_config("configs/debug.yaml", [*BASE, f"run.dir={run_dir}", *extra])
+
+
+def losses(run_dir):
+    rows = [json.loads(line) for line in open(f"{run_dir}/metrics.jsonl")]
+    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+
+
+def probe_logits(state_dict, cfg):
+    """Eval-mode logits of a fixed batch, from a canonical state dict, in one process."""
+    model = build_model(cfg, 10, 3)
+    ex = Execution(model)
+    ex.load_canonical(state_dict)
+    model.eval()
+    x = torch.randn(4, 3, 95, 95, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        return model(x)
+
+
+def _train_two_ranks(rank, run_dir, extra):
+    cfg = cfg_for(run_dir, *extra)
+    env = distributed.Env(rank, 2, rank, torch.device("cpu"), "gloo", comm.world())
+    return train.run(cfg, env=env)
+
+
+def _logits_two_ranks(rank, ckpt_path, run_dir):
+    cfg = cfg_for(run_dir)
+    ex = Execution(build_model(cfg, 10, 3), comm.world(), cfg.parallel.fc8)
+    ex.load_canonical(checkpoint.load(ckpt_path)["model"])
+    ex.model.eval()
+    x = torch.randn(4, 3, 95, 95, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        out = ex.forward(x)
+    return out if ex.holds_logits else None
+
+
+def test_two_ranks_train_like_one_process(tmp_path):
+    """20 SGD steps, momentum, weight decay, dropout and augmentation on: same loss each step."""
+    extra = ["train.max_steps=20", "train.momentum=0.9", "train.lr=0.02"]
+    one = tmp_path / "one"
+    train.run(cfg_for(one, *extra))
+    two = tmp_path / "two"
+    summaries = run_ranks(_train_two_ranks, 2, tmp_path, args=(str(two), extra), timeout=240)
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == list(range(1, 21))
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-4 * abs(a[step]), step
+    wa = checkpoint.load_latest(one)[0]["model"]
+    wb = checkpoint.load_latest(two)[0]["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-6)
+    s0 = summaries[0]
+    assert s0["world_size"] == 2 and len(s0["params_per_rank"]) == 2
+    assert s0["params_per_rank"][0] > s0["params_per_rank"][1]  # fc8 on rank 0, as [C12]
+    assert set(s0["bytes_exchanged_per_point"]) == {"conv3", "fc6", "fc7", "fc8"}
+
+    # a checkpoint of the two-rank run gives the same logits in one process, and the reverse
+    _, path_two = checkpoint.load_latest(two)
+    cfg = cfg_for(one)
+    single = probe_logits(checkpoint.load(path_two)["model"], cfg)
+    _, path_one = checkpoint.load_latest(one)
+    got = run_ranks(_logits_two_ranks, 2, tmp_path, args=(str(path_one), str(tmp_path / "x")))
+    np.testing.assert_allclose(
+        got[0], probe_logits(checkpoint.load(path_one)["model"], cfg).numpy(), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(single.numpy(), probe_logits(wb, cfg).numpy(), rtol=1e-6)
+
+
+def test_resume_equals_unbroken_run(tmp_path):
+    full = tmp_path / "full"
+    s_full = train.run(cfg_for(full, "train.max_steps=40", "train.checkpoint_every=6"))
+    part = tmp_path / "part"
+    train.run(cfg_for(part, "train.max_steps=22", "train.checkpoint_every=6"))
+    resumed = load_config(part / "config.yaml", ["train.max_steps=40"])
+    s_part = train.run(resumed, resume=True)
+    a, b = losses(full), losses(part)
+    assert sorted(a) == sorted(b) == list(range(1, 41))
+    assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
+    for key in ("test/loss", "test/top1_err", "test/top5_err", "best_val_top1_err", "final_lr"):
+        assert s_full[key] == s_part[key], key
+
+
+def test_records_are_complete_and_finite(tmp_path):
+    summary = train.run(cfg_for(tmp_path / "r", "train.max_steps=17", "data.ten_view=true",
+                                "data.resize=104"))  # fmt: skip
+    rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
+    train_keys = {"train/loss", "train/top1_err", "train/top5_err", "train/lr",
+                  "train/images_per_s", "train/step_time_s"}  # fmt: skip
+    assert train_keys <= set(rows[0])
+    assert any("val/top1_err" in r and "val/top5_err" in r and "val/loss" in r for r in rows)
+    for r in rows:
+        assert all(math.isfinite(v) for v in r.values())
+    for key in ("test/top1_err", "test/top5_err", "test/loss", "test10/top1_err", "images_per_s",
+                "params_total", "wall_s"):  # fmt: skip
+        assert math.isfinite(summary[key]), key
+    assert summary["peak_memory_per_rank"][0] > 0
+    assert (tmp_path / "r" / "config.yaml").is_file()
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["steps"] == 17
