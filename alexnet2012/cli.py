@@ -13,6 +13,7 @@ exits with status 2; nothing already saved is touched.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -71,6 +72,17 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+# commands that live in their own modules: (name, module, help); each module has
+# add_arguments(parser) and main(args) -> int
+PLUGINS = [
+    ("bench", "alexnet2012.bench", "time training steps and the input pipeline"),
+    ("compare", "alexnet2012.report.compare", "compare run folders: table and plots"),
+    ("kernels", "alexnet2012.report.kernels", "first-layer kernels per tower, colour scores"),
+    ("neighbours", "alexnet2012.report.neighbours", "nearest training images in fc7 space"),
+    ("convert", "alexnet2012.convert", "import Caffe or torchvision AlexNet weights"),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alexnet2012", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -83,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="per-layer shapes, parameters and multiply-adds")
     s.add_argument("--config")
-    s.add_argument("--classes", type=int, default=0, help="default: 10 for Fashion-MNIST, else 1000")
+    s.add_argument(
+        "--classes", type=int, default=0, help="default: 10 for Fashion-MNIST, else 1000"
+    )
     s.add_argument("--channels", type=int, default=0, help="default: 1 for Fashion-MNIST, else 3")
     s.add_argument("overrides", nargs="*")
     s.set_defaults(fn=cmd_summary, resume=None)
@@ -94,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--size", type=int, default=256)
     r.add_argument("--on-bad", choices=("skip", "stop"), default="skip")
     r.set_defaults(fn=cmd_prepare)
+
+    for name, module, text in PLUGINS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):
+                continue  # not part of this installation
+            raise
+        c = sub.add_parser(name, help=text, description=mod.__doc__)
+        mod.add_arguments(c)
+        c.set_defaults(fn=mod.main)
     return p
 
 
