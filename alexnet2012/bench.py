@@ -1,0 +1,246 @@
+"""Benchmarks: training-step throughput of each execution, and what each input pipeline delivers.
+
+    alexnet2012 bench --config configs/debug.yaml data.name=synthetic --steps 10 --warmup 3
+    alexnet2012 bench train.batch_size=128 --executions emulated,streamlined --flops --json b.json
+    alexnet2012 bench --config configs/debug.yaml --fc8 both --json runs/bench/debug.json
+    alexnet2012 bench data --config configs/debug.yaml --steps 20
+
+Training bench: each execution runs in fresh processes (peaks do not mix) on fixed random batches
+of the configured batch and input size already on the device. ``two_ranks`` holds one tower per
+process (gloo on CPU, each rank half the cores; NCCL with one GPU each), ``emulated`` runs the
+same two-tower network in one process, ``streamlined`` (d2l) and ``torchvision`` are the
+baselines at the same size. Bytes per exchange point come from the run's counters (spec
+parallel.md, "Communication volume"); ``--flops`` adds achieved TFLOP/s (training taken as 3x
+the forward multiply-adds x 2) and, on CUDA, the share of ``--peak-tflops``.
+
+``bench data``: images/s each input pipeline (Fashion-MNIST with the train transforms,
+synthetic, the configured image store) delivers, next to the images/s a short training bench of
+the configured model consumes; the target is a pipeline at least 5x faster than training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from . import benchlib, config
+from .benchlib import EXECUTIONS, Job
+from .config import Config, load_config
+from .data.errors import DataError
+
+PEAK_TFLOPS = {"bf16": 790.0, "fp32": 67.0}  # one H100 here (spec parallel.md anchors)
+TARGET_RATIO = 5.0  # the pipeline should outrun the training step this many times
+
+
+def add_arguments(p) -> None:
+    """The ``bench`` command's options (cli.py's plugin interface).
+
+    Overrides and options may be mixed in any order (``bench data --config F k=v --steps 3``):
+    everything from the first positional word on is parsed again by :func:`main`.
+    """
+    _options(p)
+    p.add_argument(
+        "args",
+        nargs=argparse.REMAINDER,
+        metavar="[data] key=value",
+        help="'data' first benches the input pipelines; then overrides, e.g. train.amp=true",
+    )
+
+
+def _options(p) -> None:
+    p.add_argument("--config", help="YAML file of overrides (configs/*.yaml)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps (data: timed batches)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before the clock starts")
+    p.add_argument("--executions", default=",".join(EXECUTIONS), help="comma-separated list")
+    where = ("config", "rank0", "split", "both")  # config: as parallel.fc8
+    p.add_argument("--fc8", choices=where, default="config", help="where two_ranks keeps fc8")
+    p.add_argument("--flops", action="store_true", help="report achieved TFLOP/s")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="one device's, for --flops")
+    p.add_argument("--json", metavar="OUT", help="write the full report as JSON here")
+
+
+def _use_cuda(cfg: Config) -> bool:
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda, but CUDA is not available here; use train.device=cpu")
+    return cfg.train.device != "cpu" and torch.cuda.is_available()
+
+
+def _machine(cuda: bool) -> dict:
+    gpu = torch.cuda.get_device_name(0) if cuda else None
+    return {"device": "cuda" if cuda else "cpu", "gpu": gpu, "gpus": torch.cuda.device_count(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__}  # fmt: skip
+
+
+def _jobs(cfg: Config, args, cuda: bool, shape: tuple, notes: list) -> list[Job]:
+    names = [n.strip() for n in args.executions.split(",") if n.strip()]
+    unknown = [n for n in names if n not in EXECUTIONS]
+    if unknown or not names:
+        raise ValueError(f"--executions: {unknown or names} not among {', '.join(EXECUTIONS)}")
+    fc8s = {"config": [cfg.parallel.fc8], "both": ["rank0", "split"]}.get(args.fc8, [args.fc8])
+    jobs = []
+    for name in names:
+        if name == "two_ranks" and cuda and torch.cuda.device_count() < 2:
+            notes.append(
+                "two_ranks skipped: one GPU, and NCCL refuses two ranks on one GPU (spec "
+                "parallel.md); rerun with train.device=cpu for two gloo CPU ranks"
+            )
+            continue
+        if name == "torchvision" and importlib.util.find_spec("torchvision") is None:
+            notes.append("torchvision skipped: the torchvision package is not installed")
+            continue
+        for fc8 in fc8s if name == "two_ranks" else [None]:
+            label = f"two_ranks/{fc8}" if fc8 else name
+            run_cfg = config.to_dict(benchlib.config_for(cfg, name, fc8))
+            jobs.append(
+                Job(label, name, run_cfg, shape[0], shape[1], args.steps, args.warmup, cuda)
+            )
+    return jobs
+
+
+def train_bench(cfg: Config, args, cuda: bool) -> dict:
+    """Time every asked-for execution; the report (rows, ratios, notes)."""
+    classes, channels, epoch_images = benchlib.data_shape(cfg)
+    notes: list[str] = []
+    peak = args.peak_tflops or (PEAK_TFLOPS["bf16" if cfg.train.amp else "fp32"] if cuda else 0)
+    rows = []
+    for job in _jobs(cfg, args, cuda, (classes, channels), notes):
+        flops = None
+        if args.flops:
+            macs = benchlib.forward_macs(config.from_dict(job.cfg), classes, channels)
+            flops = {"macs": macs, "peak_tflops": peak or None}
+        rows.append(benchlib.summarise(job, benchlib.run_job(job), epoch_images, flops))
+    ran = {r["fc8"] for r in rows if r["execution"] == "two_ranks"}
+    plan = {}
+    if any(j.strip() == "two_ranks" for j in args.executions.split(",")):
+        for fc8 in sorted({"rank0", "split"} - ran):  # the placements not run: from the plan
+            plan[fc8] = benchlib.planned_rank_bytes(cfg, classes, channels, fc8)
+    return {
+        "command": "bench", **_machine(cuda), "config": config.to_dict(cfg),
+        "steps": args.steps, "warmup": args.warmup, "results": rows,
+        "ratios": benchlib.ratios(rows, plan), "notes": notes,
+    }  # fmt: skip
+
+
+def data_bench(cfg: Config, args, cuda: bool) -> dict:
+    """Images/s of each input pipeline against the images/s the configured model trains on."""
+    device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+    wanted = ["fashion_mnist", "synthetic"]
+    if cfg.data.name == "imagefolder" and cfg.data.root:
+        wanted.append("imagefolder")
+    pipelines, notes = [], []
+    for name in wanted:
+        root = cfg.data.root if name == cfg.data.name else ""  # another pipeline's own default
+        pcfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, name=name, root=root))
+        try:
+            pipelines.append(benchlib.pipeline_rate(pcfg, device, args.steps))
+        except (DataError, FileNotFoundError) as e:
+            notes.append(f"{name} skipped: {e}")
+    execution = "emulated" if cfg.model.name == "alexnet2012" else cfg.model.name
+    classes, channels, epoch_images = benchlib.data_shape(cfg)
+    run_cfg = config.to_dict(benchlib.config_for(cfg, execution))
+    job = Job(execution, execution, run_cfg, classes, channels, args.steps, args.warmup, cuda)
+    train = benchlib.summarise(job, benchlib.run_job(job), epoch_images, None)
+    for p in pipelines:
+        p["train_images_per_s"] = train["images_per_s"]
+        p["ratio"] = p["images_per_s"] / train["images_per_s"]
+        p["meets_target"] = p["ratio"] >= TARGET_RATIO
+    return {
+        "command": "bench data", **_machine(cuda), "config": config.to_dict(cfg),
+        "steps": args.steps, "target_ratio": TARGET_RATIO, "pipelines": pipelines,
+        "train": train, "notes": notes,
+    }  # fmt: skip
+
+
+def _mb(x: float) -> str:
+    return f"{x / 1e6:.1f}"
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as a fixed-width text table (MB are 10^6 bytes)."""
+    head = (
+        f"{'execution':<17} {'img/s':>9} {'step ms med [p10-p90]':>24} {'exch%':>6} "
+        f"{'peak MB/rank':>14} {'param+opt MB/rank':>18} {'exch MB/step':>12} {'TFLOP/s':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ms = f"{r['step_s_median'] * 1e3:.1f} [{r['step_s_p10'] * 1e3:.1f}-"
+        ms += f"{r['step_s_p90'] * 1e3:.1f}]"
+        peak = "/".join(_mb(v) for v in r["peak_memory_per_rank"])
+        pairs = zip(r["param_bytes_per_rank"], r["optimizer_bytes_per_rank"], strict=True)
+        mem = "/".join(_mb(p + o) for p, o in pairs)
+        exch = "/".join(_mb(v) for v in r["bytes_per_step_per_rank"])
+        share = 100 * max(r["exchange_share_per_rank"])
+        tf = f"{r['achieved_tflops']:.3g}" if "achieved_tflops" in r else "-"
+        if "peak_share" in r:
+            tf += f" ({100 * r['peak_share']:.1f}%)"
+        lines.append(f"{r['name']:<17} {r['images_per_s']:>9.1f} {ms:>24} {share:>6.1f} "
+                     f"{peak:>14} {mem:>18} {exch:>12} {tf:>8}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _print_train(report: dict) -> None:
+    rows = report["results"]
+    if rows:
+        r = rows[0]
+        print(f"{report['device']} {report['gpu'] or ''} torch {report['torch']}: batch "
+              f"{r['batch_size']}, input {r['input_size']}, {r['steps']} steps after "
+              f"{r['warmup']} warm-up")  # fmt: skip
+        print(format_table(rows))
+        for r in rows:
+            print(
+                f"  {r['name']}: epoch of {r['epoch_images']} images {r['epoch_s']:.1f} s", end=""
+            )
+            points = r["bytes_per_step_by_point"]
+            if points:
+                each = ", ".join(f"{k} {max(v) / 1e6:.3f}" for k, v in points.items())
+                print(f"; MB/step/rank {each}", end="")
+            if "train_gflop_per_image" in r:
+                print(f"; {r['train_gflop_per_image']:.2f} GFLOP/image", end="")
+            print()
+    rat = report["ratios"]
+    for fc8, v in rat["step_time_two_ranks_over_emulated"].items():
+        print(f"two_ranks (fc8 {fc8}) / emulated step time: {v:.2f}")
+    for fc8, v in rat["memory_larger_rank_over_one_process"].items():
+        print(f"larger rank / one process, params + optimizer (fc8 {fc8}, {v['source']}): "
+              f"{v['ratio']:.3f}")  # fmt: skip
+
+
+def _print_data(report: dict) -> None:
+    head = f"{'pipeline':<14} {'img/s':>10} {'train img/s':>12} {'ratio':>7}  target"
+    print(head + "\n" + "-" * len(head))
+    for p in report["pipelines"]:
+        ok = "ok" if p["meets_target"] else f"below {report['target_ratio']:.0f}x"
+        print(f"{p['pipeline']:<14} {p['images_per_s']:>10.0f} {p['train_images_per_s']:>12.1f} "
+              f"{p['ratio']:>7.1f}  {ok}")  # fmt: skip
+    t = report["train"]
+    print(f"training: {t['name']} ({t['model']}), batch {t['batch_size']}, input "
+          f"{t['input_size']}, {t['device']}")  # fmt: skip
+
+
+def main(args) -> int:
+    """Run the benchmark ``args`` asks for, print its table and write the JSON report."""
+    again = argparse.ArgumentParser(prog="alexnet2012 bench", add_help=False)
+    _options(again)
+    again.add_argument("words", nargs="*")
+    args = again.parse_intermixed_args(args.args, namespace=args)  # keeps options given before
+    data_mode = args.words[:1] == ["data"]
+    cfg = load_config(args.config, args.words[1:] if data_mode else args.words)
+    if args.steps < 1 or args.warmup < 0:
+        raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {args.steps}, {args.warmup}")
+    cuda = _use_cuda(cfg)
+    report = data_bench(cfg, args, cuda) if data_mode else train_bench(cfg, args, cuda)
+    (_print_data if data_mode else _print_train)(report)
+    for note in report["notes"]:
+        print(f"note: {note}")
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {out}")
+    return 0

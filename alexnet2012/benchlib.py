@@ -1,0 +1,314 @@
+"""Timing training steps and input pipelines: the measuring behind ``alexnet2012 bench``.
+
+A :class:`Job` names one execution of one configured network; :func:`run_job` measures it in
+fresh processes (one, or two ranks of a tower pair), so each process's peak resident set (CPU)
+or peak allocation (CUDA) is its own. Each process times ``steps`` training steps after
+``warmup`` on fixed random batches already on the device (no data loading in the timed loop),
+and reads the bytes each exchange point sent from the :mod:`.comm` counters: the volumes are
+measured, not computed. :func:`summarise` turns the per-rank figures into one row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.multiprocessing as mp
+
+from . import comm, config, distributed
+from .build import build_model, input_size
+from .config import Config
+from .layers import set_dropout_step
+from .optim import build_optimizer
+from .parallel import Execution, placement
+from .runinfo import peak_memory
+
+log = logging.getLogger(__name__)
+
+EXECUTIONS = ("two_ranks", "emulated", "streamlined", "torchvision")
+ILSVRC2012_TRAIN = 1_281_167
+FASHION_MNIST_TRAIN = 60_000
+
+
+@dataclass
+class Job:
+    """One execution to time: the config (as a dict, for pickling) and what to run it as."""
+
+    name: str  # the row's label, e.g. "two_ranks/rank0"
+    execution: str  # one of EXECUTIONS
+    cfg: dict
+    classes: int
+    channels: int
+    steps: int
+    warmup: int
+    cuda: bool
+
+    @property
+    def world_size(self) -> int:
+        return 2 if self.execution == "two_ranks" else 1
+
+
+def data_shape(cfg: Config) -> tuple[int, int, int]:
+    """(classes, channels, training images per epoch) of the configured data, without loading it."""
+    d = cfg.data
+    if d.name == "fashion_mnist":
+        classes, channels, n = 10, 1, FASHION_MNIST_TRAIN
+    elif d.name == "synthetic":
+        classes, channels, n = 10, 3, d.synthetic_size
+    else:
+        classes, channels, n = 1000, 3, ILSVRC2012_TRAIN
+        if d.root:  # the store says how many classes it holds
+            from .data.store import Store
+
+            store = Store(d.root)
+            classes, n = len(store.classes), store.count("train")
+    return classes, channels, min(n, d.train_subset) if d.train_subset else n
+
+
+def config_for(cfg: Config, execution: str, fc8: str | None = None) -> Config:
+    """``cfg`` with the network ``execution`` runs: the two-tower net or a baseline."""
+    name = "alexnet2012" if execution in ("two_ranks", "emulated") else execution
+    init = cfg.model.init
+    if name == "alexnet2012" and init not in ("preset", "kaiming"):
+        init = "preset"  # the baselines' inits do not apply to the two-tower net
+    model = dataclasses.replace(cfg.model, name=name, init=init)
+    parallel = dataclasses.replace(cfg.parallel, fc8=fc8 or cfg.parallel.fc8)
+    return dataclasses.replace(cfg, model=model, parallel=parallel)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fixed_batches(cfg: Config, job: Job, device: torch.device, count: int = 2) -> list:
+    """``count`` random (x, y) batches on ``device``, the same on every rank (one seed)."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    size, n = input_size(cfg), cfg.train.batch_size
+    out = []
+    for _ in range(count):
+        x = torch.randn(n, job.channels, size, size, generator=g).to(device)
+        if cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append((x, torch.randint(0, job.classes, (n,), generator=g).to(device)))
+    return out
+
+
+def measure(job: Job, env: distributed.Env) -> dict:
+    """Time ``job`` on this process's share of the network; this rank's raw figures."""
+    cfg, dev = config.from_dict(job.cfg), env.device
+    at_start = peak_memory(dev)  # CPU: the interpreter and torch alone, before the network
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, job.classes, job.channels)  # whole net, one seed
+    ex = Execution(model, env.group, cfg.parallel.fc8)  # a rank keeps its tower's slices
+    model.to(dev)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(ex.forward) if cfg.train.compile else ex.forward
+    opt = build_optimizer(ex.named_parameters(), cfg.train)
+    batches = fixed_batches(cfg, job, dev)
+    amp = cfg.train.amp and dev.type == "cuda"  # bf16 autocast, as in training
+
+    def step(i: int) -> None:
+        x, y = batches[i % len(batches)]
+        set_dropout_step(model, i, cfg.seed)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            out = forward(x)
+            loss = ex.loss(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    model.train()
+    for i in range(job.warmup):
+        step(i)
+    _sync(dev)
+    comm.barrier(env.group)  # both ranks start the clock together
+    env.group.reset_counters()
+    times = []
+    for i in range(job.steps):
+        t0 = time.perf_counter()
+        step(job.warmup + i)
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    state = [v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    return {
+        "rank": env.rank,
+        "device": str(dev),
+        "backend": env.backend,
+        "threads": torch.get_num_threads(),
+        "step_s": times,
+        "wait_s": sum(env.group.wait_s.values()),
+        "bytes_by_point": {k: v / job.steps for k, v in env.group.bytes_sent.items()},
+        "param_bytes": ex.param_bytes(),
+        "optimizer_bytes": sum(t.numel() * t.element_size() for t in state),
+        "peak_memory": peak_memory(dev),
+        "memory_at_start": at_start,
+    }
+
+
+def _process_main(rank: int, job: Job, work: str, port: int) -> None:
+    """A spawned process: join the pair (two ranks) or run alone, measure, write rank<r>.json."""
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        os.environ.pop(key, None)
+    if job.world_size > 1:  # what torchrun would set (spec parallel.md)
+        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+        os.environ.update(LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    else:
+        torch.set_num_threads(os.cpu_count() or 1)  # one process: every core
+    cfg = config.from_dict(job.cfg)
+    with distributed.session(cfg.parallel.timeout_s, "cuda" if job.cuda else "cpu") as env:
+        result = measure(job, env)  # gloo ranks get cpu_count // 2 threads each in setup
+        (Path(work) / f"rank{rank}.json").write_text(json.dumps(result))
+        comm.barrier(env.group)  # nobody closes while a peer still reads
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_job(job: Job) -> list[dict]:
+    """Each rank's :func:`measure` figures, from fresh spawned processes."""
+    log.info("bench %s: %d warm-up + %d timed steps", job.name, job.warmup, job.steps)
+    # a fork server imports torch once and forks every process from that clean state: each
+    # starts with the same resident set as a freshly spawned one, seconds sooner
+    mp.set_forkserver_preload(["alexnet2012.benchlib", "torch._dynamo"])
+    with tempfile.TemporaryDirectory(prefix="alexnet2012-bench-") as work:
+        try:
+            mp.start_processes(
+                _process_main,
+                args=(job, work, _free_port()),
+                nprocs=job.world_size,
+                join=True,
+                start_method="forkserver",
+            )
+        except mp.ProcessRaisedException as e:
+            raise RuntimeError(f"bench {job.name}: a process failed:\n{e}") from None
+        return [
+            json.loads((Path(work) / f"rank{r}.json").read_text()) for r in range(job.world_size)
+        ]
+
+
+def forward_macs(cfg: Config, classes: int, channels: int) -> int:
+    """Forward multiply-adds per image of the whole network (summary.layer_table, summed)."""
+    from .summary import layer_table
+
+    model = build_model(cfg, classes, channels)
+    return sum(r["macs"] for r in layer_table(model, channels, input_size(cfg)))
+
+
+def summarise(job: Job, ranks: list[dict], epoch_images: int, flops: dict | None) -> dict:
+    """One result row: throughput, step-time spread, memory, exchanged bytes, FLOP/s."""
+    cfg = config.from_dict(job.cfg)
+    steps = np.max([r["step_s"] for r in ranks], axis=0)  # the pair's step is its slower rank's
+    median = float(np.median(steps))
+    ips = cfg.train.batch_size / median
+    points = sorted({k for r in ranks for k in r["bytes_by_point"]})
+    row = {
+        "name": job.name, "execution": job.execution, "model": cfg.model.name,
+        "fc8": cfg.parallel.fc8 if job.execution == "two_ranks" else None,
+        "world_size": job.world_size, "device": ranks[0]["device"],
+        "backend": ranks[0]["backend"], "threads_per_rank": [r["threads"] for r in ranks],
+        "batch_size": cfg.train.batch_size, "input_size": input_size(cfg),
+        "steps": job.steps, "warmup": job.warmup,
+        "images_per_s": ips, "epoch_images": epoch_images, "epoch_s": epoch_images / ips,
+        "step_s_median": median, "step_s_mean": float(np.mean(steps)),
+        "step_s_p10": float(np.percentile(steps, 10)),
+        "step_s_p90": float(np.percentile(steps, 90)),
+        "peak_memory_kind": "cuda_max_allocated" if job.cuda else "max_rss",
+        "peak_memory_per_rank": [r["peak_memory"] for r in ranks],
+        "memory_at_start_per_rank": [r["memory_at_start"] for r in ranks],
+        "param_bytes_per_rank": [r["param_bytes"] for r in ranks],
+        "optimizer_bytes_per_rank": [r["optimizer_bytes"] for r in ranks],
+        "bytes_per_step_by_point": {
+            p: [r["bytes_by_point"].get(p, 0.0) for r in ranks] for p in points
+        },
+        "bytes_per_step_per_rank": [sum(r["bytes_by_point"].values()) for r in ranks],
+        "exchange_share_per_rank": [r["wait_s"] / sum(r["step_s"]) for r in ranks],
+    }  # fmt: skip
+    if flops:
+        gflop = 3 * 2 * flops["macs"] / 1e9  # training ~ 3x forward, 2 FLOP per multiply-add
+        achieved = gflop * ips / 1e3
+        row.update(
+            forward_macs=flops["macs"], train_gflop_per_image=gflop, achieved_tflops=achieved
+        )
+        if flops.get("peak_tflops"):
+            peak = flops["peak_tflops"] * job.world_size  # two GPUs when two ranks hold one each
+            row.update(peak_tflops=peak, peak_share=achieved / peak)
+    return row
+
+
+def planned_rank_bytes(cfg: Config, classes: int, channels: int, fc8: str) -> list[int]:
+    """Each rank's parameter bytes under the :func:`placement` plan, from the full shapes."""
+    model = build_model(config_for(cfg, "two_ranks", fc8), classes, channels)
+    out = [0, 0]
+    for name, p in model.state_dict().items():
+        where = placement(name, fc8)
+        for r in (0, 1):
+            if where[0] == "dim":
+                out[r] += p.chunk(2, dim=where[1])[r].numel() * p.element_size()
+            elif r == 0:
+                out[r] += p.numel() * p.element_size()
+    return out
+
+
+def ratios(rows: list[dict], plan: dict[str, list[int]]) -> dict:
+    """Two ranks against one process, side by side in this run: step time and memory."""
+    by = {r["name"]: r for r in rows}
+    emulated, out = by.get("emulated"), {"step_time_two_ranks_over_emulated": {},
+                                         "memory_larger_rank_over_one_process": {}}  # fmt: skip
+    if emulated is None:
+        return out
+    one = emulated["param_bytes_per_rank"][0] + emulated["optimizer_bytes_per_rank"][0]
+    opt_per_param = emulated["optimizer_bytes_per_rank"][0] / emulated["param_bytes_per_rank"][0]
+    for fc8 in ("rank0", "split"):
+        row = by.get(f"two_ranks/{fc8}")
+        if row is not None:
+            out["step_time_two_ranks_over_emulated"][fc8] = (
+                row["step_s_median"] / emulated["step_s_median"]
+            )
+            mem = zip(row["param_bytes_per_rank"], row["optimizer_bytes_per_rank"], strict=True)
+            larger, source = max(p + o for p, o in mem), "measured"
+        elif fc8 in plan:  # not run: the plan's slices, with the optimizer's measured share
+            larger, source = max(plan[fc8]) * (1 + opt_per_param), "plan"
+        else:
+            continue
+        out["memory_larger_rank_over_one_process"][fc8] = {"ratio": larger / one, "source": source}
+    return out
+
+
+def pipeline_rate(cfg: Config, device: torch.device, batches: int) -> dict:
+    """Images per second ``cfg.data`` delivers as training batches on ``device`` (after one)."""
+    from .data.loader import build_data
+
+    t0 = time.perf_counter()
+    data = build_data(cfg, input_size(cfg), device)
+    setup_s = time.perf_counter() - t0
+    bs = cfg.train.batch_size
+
+    def stream():
+        for epoch in range(math.ceil((batches + 1) / max(data.steps_per_epoch(bs), 1)) + 1):
+            yield from data.train_batches(epoch, bs, cfg.seed)
+
+    it = stream()
+    next(it)  # the first batch pays one-off costs (threads, kernels)
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        x, _y = next(it)
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    return {"pipeline": data.name, "images_per_s": batches * bs / elapsed, "setup_s": setup_s,
+            "batches": batches, "batch_shape": list(x.shape), "device": str(device)}  # fmt: skip

@@ -1,0 +1,263 @@
+"""Import published AlexNet weights: BVLC Caffe's bvlc_alexnet, or torchvision's alexnet.
+
+    alexnet2012 convert bvlc_alexnet.npz runs/caffe --from caffe
+    alexnet2012 convert bvlc_alexnet.npz runs/caffe --from caffe --evaluate --set data.root=/in256
+    alexnet2012 convert alexnet-owt-7be5be79.pth tv.pth --from torchvision
+
+``--from caffe``: a numpy ``.npz``/``.npy`` dict or a torch state dict with Caffe's layer names
+(``conv1``..``conv5``, ``fc6``..``fc8``; blobs as ``conv1.weight``/``conv1.bias``,
+``conv1/weights``, ``conv1.0``/``conv1.1`` or nested ``{"conv1": {"weights", "biases"}}``). Caffe's
+blobs are (out, in/group, k, k), which is this project's canonical grouped layout, so only conv1
+changes: Caffe feeds BGR images, so its input-channel axis is flipped to RGB. The result loads
+into ``AlexNet2012(preset="caffe")`` (spec §5: 227 input, LRN across both towers, k=1). A real
+``.caffemodel`` is read only when pycaffe's protobuf classes are installed.
+
+``--from torchvision``: torchvision's state dict (``features.0.weight`` ...), checked against
+:func:`alexnet2012.baselines.torchvision_alexnet` (spec §5 [TV]).
+
+DST ending in ``.pt``/``.pth``: a plain state dict. Any other DST: a run folder (``config.yaml``
+and ``checkpoints/ckpt-00000000.pt``) that ``kernels``, ``neighbours`` and ``--evaluate``
+(centre crop and 10 views, spec §3) read; ``--set key=value ...`` goes into its config,
+e.g. ``data.root`` of a store made by ``alexnet2012 prepare`` (class folders in the same
+sorted-synset order as the weights). Caffe's weights expect mean-subtracted 0-255 pixels, as
+``data.normalize=true`` gives (Caffe warped images to 256x256; ``prepare`` centre-crops). In a
+torchvision run folder, ImageNet's per-channel mean/std is folded into conv1 so that the
+pipeline's [0, 1] pixels (``data.normalize=false``) can be fed; exact except at conv1's 2-pixel
+zero-padded border, where torchvision pads standardised zeros.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from . import checkpoint, train
+from .baselines import TV_WIDTHS, torchvision_alexnet
+from .build import build_model, input_size
+from .config import LAYERS, load_config, to_dict
+from .data.loader import build_data
+from .model import FULL_WIDTHS, AlexNet2012
+from .parallel import Execution
+
+log = logging.getLogger(__name__)
+
+TV_NAMES = dict(zip(LAYERS, ("features.0", "features.3", "features.6", "features.8",
+                             "features.10", "classifier.1", "classifier.4", "classifier.6"),
+                    strict=True))  # fmt: skip
+KERNELS = {"conv1": 11, "conv2": 5, "conv3": 3, "conv4": 3, "conv5": 3}
+TV_MEAN, TV_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's ImageNet transform
+_BLOB = re.compile(r"^(?:.*[./])?(conv[1-5]|fc[6-8])[./_:](weights?|w|0|bias(?:es)?|b|1)$")
+
+
+class ConvertError(ValueError):
+    """Weights that cannot be converted; the message names the file or layer and what to do."""
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = torch.as_tensor(np.asarray(v, dtype=np.float32))
+    return out
+
+
+def _caffemodel(path: Path) -> dict:
+    try:
+        from caffe.proto import caffe_pb2
+    except ImportError:
+        raise ConvertError(
+            f"{path}: reading a .caffemodel needs pycaffe (caffe.proto.caffe_pb2), which is not "
+            "installed. Convert it to .npz first, e.g. with pycaffe: net = caffe.Net("
+            f"'deploy.prototxt', '{path.name}', caffe.TEST); numpy.savez('bvlc_alexnet.npz', "
+            "**{f'{n}.{i}': p[i].data for n, p in net.params.items() for i in (0, 1)}), or with "
+            "caffemodel2pytorch (github.com/vadimkantorov/caffemodel2pytorch), whose .pt this reads"
+        ) from None
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(path.read_bytes())
+    out = {}
+    for layer in list(net.layer) or list(net.layers):  # current and V1 formats
+        for i, blob in enumerate(layer.blobs):
+            legacy = (blob.num, blob.channels, blob.height, blob.width)
+            shape = tuple(blob.shape.dim) if blob.HasField("shape") else legacy
+            out[f"{layer.name}.{i}"] = torch.tensor(
+                np.asarray(blob.data, np.float32).reshape(shape)
+            )
+    return out
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Flat name -> float32 tensor, from a ``.caffemodel``, ``.npz``, ``.npy`` or torch file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConvertError(f"{path}: no such file")
+    if path.suffix == ".caffemodel":
+        return _caffemodel(path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                return _flat({k: z[k] for k in z.files})
+        if path.suffix == ".npy":
+            data = np.load(path, allow_pickle=True)  # a pickled dict: only load files you trust
+            data = data.item() if data.dtype == object and data.shape == () else None
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = data.get("state_dict", data) if isinstance(data, dict) else None
+    except Exception as e:
+        raise ConvertError(f"{path}: cannot be read ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise ConvertError(f"{path}: expected a dict of named weights")
+    return _flat(data)
+
+
+def _check(state: dict, expected: dict, src: str) -> None:
+    """Every expected key present with its shape; otherwise a ConvertError naming the layer."""
+    for key, shape in expected.items():
+        if key not in state:
+            raise ConvertError(f"{src}: layer {key.rsplit('.', 1)[0]} has no {key}")
+        got = tuple(state[key].shape)
+        if got != tuple(shape):
+            hint = ""
+            if len(got) == 4 and got[:2] == tuple(shape[2:]):
+                hint = "; it looks like TensorFlow layout (k, k, in, out): give Caffe's blobs"
+            raise ConvertError(f"{src}: {key} has shape {got}, expected {tuple(shape)}{hint}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise ConvertError(f"{src}: unexpected weights {', '.join(extra[:4])}")
+
+
+def _sizes(state: dict, names: dict, src: str) -> tuple[tuple, int, int]:
+    """(widths of conv1..fc7, classes, input channels) read off the weights' shapes."""
+    for layer, name in names.items():
+        w = state.get(f"{name}.weight")
+        want = 4 if layer in KERNELS else 2
+        if w is None or w.dim() != want:
+            shape = None if w is None else tuple(w.shape)
+            raise ConvertError(f"{src}: layer {layer} ({name}.weight) needs {want}-d, got {shape}")
+        if layer in KERNELS and tuple(w.shape[2:]) != (KERNELS[layer],) * 2:
+            raise ConvertError(
+                f"{src}: {name}.weight has shape {tuple(w.shape)}, expected {KERNELS[layer]}x"
+                f"{KERNELS[layer]} kernels as (out, in/group, k, k)"
+            )
+    outs = [state[f"{names[layer]}.weight"].shape[0] for layer in LAYERS]
+    return tuple(outs[:7]), outs[7], state[f"{names['conv1']}.weight"].shape[1]
+
+
+def from_caffe(flat: dict, src: str = "weights") -> tuple[dict, dict]:
+    """Caffe-named blobs -> (canonical state dict for ``AlexNet2012(preset="caffe")``, sizes)."""
+    state = {}
+    for key, value in flat.items():
+        m = _BLOB.match(key)
+        if not m:
+            raise ConvertError(f"{src}: {key!r} is not a Caffe AlexNet blob (conv1..fc8)")
+        name = f"{m.group(1)}.{'bias' if m.group(2)[0] in 'b1' else 'weight'}"
+        if name in state:
+            raise ConvertError(f"{src}: two blobs map to {name}")
+        if name.endswith("bias"):
+            value = value.reshape(-1)  # V1 blobs are (1, 1, 1, out)
+        elif m.group(1).startswith("fc") and value.dim() == 4 and value.shape[:2] == (1, 1):
+            value = value[0, 0]  # V1 fc blobs are (1, 1, out, in)
+        state[name] = value
+    widths, classes, channels = _sizes(state, {layer: layer for layer in LAYERS}, src)
+    with torch.device("meta"):
+        ref = AlexNet2012(classes, channels, preset="caffe", widths=widths)
+    _check(state, {k: v.shape for k, v in ref.state_dict().items()}, src)
+    if channels == 3:  # Caffe feeds BGR; the data pipeline here gives RGB
+        state["conv1.weight"] = state["conv1.weight"].flip(1)
+        log.info("conv1: input channels flipped from Caffe's BGR to RGB")
+    return state, {"widths": widths, "classes": classes, "in_channels": channels}
+
+
+def from_torchvision(flat: dict, src: str = "weights") -> tuple[dict, dict]:
+    """torchvision's alexnet state dict -> (the same, checked against ``torchvision_alexnet``)."""
+    state = {k.removeprefix("module."): v for k, v in flat.items()}
+    widths, classes, channels = _sizes(state, TV_NAMES, src)
+    with torch.device("meta"):
+        ref = torchvision_alexnet(classes, channels, widths)
+    _check(state, {k: v.shape for k, v in ref.state_dict().items()}, src)
+    return state, {"widths": widths, "classes": classes, "in_channels": channels}
+
+
+def fold_normalisation(state: dict) -> dict:
+    """torchvision conv1 for [0, 1] pixels: W' = W / std_c, b' = b - sum W * mean_c / std_c."""
+    w, b = state["features.0.weight"], state["features.0.bias"]
+    mean, std = (torch.tensor(v)[None, :, None, None] for v in (TV_MEAN, TV_STD))
+    folded = {"features.0.weight": w / std, "features.0.bias": b - (w * mean / std).sum((1, 2, 3))}
+    return {**state, **folded}
+
+
+def write_run(dst: str | Path, state: dict, kind: str, sizes: dict, overrides=()) -> Path:
+    """A run folder holding the converted weights as step 0 and a config to evaluate them."""
+    caffe = kind == "caffe"
+    base = [f"model.name={'alexnet2012' if caffe else 'torchvision'}",
+            f"model.preset={'caffe' if caffe else 'original'}", "data.name=imagefolder",
+            "data.ten_view=true", f"data.normalize={str(caffe).lower()}", "wandb.mode=disabled",
+            f"run.dir={dst}", f"run.name=converted-{kind}"]  # fmt: skip
+    if sizes["widths"] != (FULL_WIDTHS if caffe else TV_WIDTHS):
+        base.append(f"model.widths={list(sizes['widths'])}")
+    cfg = load_config(None, [*base, *overrides])
+    if not caffe and sizes["in_channels"] == 3:
+        state = fold_normalisation(state)
+        log.info("conv1: torchvision's ImageNet mean/std folded in, for [0, 1] pixels")
+    payload = {"config": to_dict(cfg), "model": state, "step": 0, "converted_from": kind}
+    path = checkpoint.save(dst, payload, step=0)
+    (Path(dst) / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path
+
+
+def evaluate(run_dir: str | Path, overrides=(), ten_view=True, device: str = "auto") -> dict:
+    """Test error of a run folder's latest weights: centre crop, and 10 views (spec §3)."""
+    payload, _ = checkpoint.load_latest(run_dir)
+    if payload is None:
+        raise ConvertError(f"{run_dir}: no readable checkpoint to evaluate")
+    cfg = load_config(Path(run_dir) / "config.yaml", list(overrides))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = build_data(cfg, input_size(cfg), device)
+    ex = Execution(build_model(cfg, data.num_classes, data.in_channels))
+    ex.load_canonical(payload["model"])
+    ex.model.to(device)
+    out = {}
+    for views in (False, True) if ten_view else (False,):
+        res = train.evaluate(ex, data, cfg, ten_view=views)
+        out.update({("test10/" if views else "test/") + k.split("/")[1]: v for k, v in res.items()})
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", help=".npz, .npy, .pt/.pth (or .caffemodel with pycaffe installed)")
+    p.add_argument("dst", help="a .pt/.pth file (state dict) or a run folder")
+    p.add_argument("--from", dest="kind", choices=("caffe", "torchvision"), required=True)
+    p.add_argument("--evaluate", action="store_true", help="test the run folder (10 views)")
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config overrides for the run folder, e.g. data.root=...")  # fmt: skip
+
+
+def main(args) -> int:
+    flat = read_weights(args.src)
+    convert = from_caffe if args.kind == "caffe" else from_torchvision
+    state, sizes = convert(flat, str(args.src))
+    n = sum(v.numel() for v in state.values())
+    print(f"{args.src}: {args.kind} AlexNet, widths {sizes['widths']}, {sizes['classes']} classes, "
+          f"{sizes['in_channels']} input channels, {n:,} parameters")  # fmt: skip
+    if args.kind == "caffe" and sizes["in_channels"] == 3:
+        print("conv1: input channels flipped from Caffe's BGR order to RGB")
+    if Path(args.dst).suffix in (".pt", ".pth"):
+        if args.evaluate or args.overrides:
+            raise ConvertError("--evaluate and --set need a run folder DST, not a .pt file")
+        torch.save(state, args.dst)
+        print(f"wrote {args.dst} (state dict)")
+        return 0
+    path = write_run(args.dst, state, args.kind, sizes, args.overrides)
+    print(f"wrote {path}")
+    if args.evaluate:
+        for k, v in evaluate(args.dst).items():
+            print(f"{k}: {v:.4f}")
+    return 0

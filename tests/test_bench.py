@@ -1,0 +1,118 @@
+"""``alexnet2012 bench`` on CPU with the debug net: every execution, every key, measured bytes.
+
+The bytes each exchange point sends per step come from the run's counters; here they must equal
+the volume the layer sizes give (spec parallel.md, "Communication volume"): at conv3, fc6 and fc7
+one tower's input activation forward (all-gather) and its gradient backward (reduce-scatter);
+at fc8 the fc7 output once each way (fc8 on rank 0), or the logits once (fc8 split).
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from alexnet2012 import cli
+from alexnet2012.build import build_model
+from alexnet2012.config import load_config
+
+DEBUG = str(Path(__file__).resolve().parents[1] / "configs" / "debug.yaml")
+TINY = ["--config", DEBUG, "data.name=synthetic", "train.batch_size=8", "--warmup", "2"]
+NAMES = {"two_ranks/rank0", "two_ranks/split", "emulated", "streamlined", "torchvision"}
+POSITIVE = ("images_per_s", "epoch_s", "step_s_median", "step_s_mean", "step_s_p10",
+            "step_s_p90", "forward_macs", "train_gflop_per_image", "achieved_tflops")  # fmt: skip
+PER_RANK = ("peak_memory_per_rank", "memory_at_start_per_rank", "param_bytes_per_rank",
+            "optimizer_bytes_per_rank", "threads_per_rank")  # fmt: skip
+
+
+def _run(tmp_path, *argv) -> dict:
+    out = tmp_path / "report.json"
+    assert cli.main(["bench", *argv, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """One bench of every execution, both fc8 placements (the slow part, shared)."""
+    path = tmp_path_factory.mktemp("bench")
+    return _run(path, *TINY, "--steps", "3", "--fc8", "both", "--flops", "--peak-tflops", "1")
+
+
+def _finite_positive(x) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def test_every_execution_reports_every_key(report):
+    rows = {r["name"]: r for r in report["results"]}
+    assert set(rows) == NAMES, report["notes"]
+    for name, r in rows.items():
+        for key in (*POSITIVE, "peak_tflops", "peak_share"):
+            assert _finite_positive(r[key]), (name, key, r[key])
+        for key in PER_RANK:
+            assert len(r[key]) == r["world_size"], (name, key)
+            assert all(_finite_positive(v) for v in r[key]), (name, key, r[key])
+        assert r["steps"] == 3 and r["warmup"] == 2 and r["batch_size"] == 8
+        assert r["step_s_p10"] <= r["step_s_median"] <= r["step_s_p90"]
+        assert r["peak_memory_kind"] == "max_rss" and r["device"] == "cpu"
+        # momentum SGD keeps one buffer the size of each parameter
+        assert r["optimizer_bytes_per_rank"] == r["param_bytes_per_rank"]
+        shares = r["exchange_share_per_rank"]
+        if r["world_size"] == 2:
+            assert r["backend"] == "gloo" and all(0 < s < 1 for s in shares), shares
+        else:  # one process exchanges nothing
+            assert r["bytes_per_step_per_rank"] == [0] and r["bytes_per_step_by_point"] == {}
+            assert shares == [0.0]
+
+
+def _expected_bytes(fc8: str) -> dict[str, int]:
+    cfg = load_config(DEBUG, ["data.name=synthetic"])
+    model = build_model(cfg, 10, 3)
+    n, f, c = 8, 4, cfg.model.widths  # batch, fp32 bytes, widths conv1..fc7 (both towers)
+    s3, s6 = model.sizes["conv3"], model.sizes["fc"]  # after pool2, after pool5
+    tower_in = {"conv3": c[1] // 2 * s3 * s3, "fc6": c[4] // 2 * s6 * s6, "fc7": c[5] // 2}
+    out = {k: 2 * n * v * f for k, v in tower_in.items()}  # forward gather + backward scatter
+    out["fc8"] = n * (c[6] // 2 if fc8 == "rank0" else 10) * f
+    return out
+
+
+@pytest.mark.parametrize("fc8", ["rank0", "split"])
+def test_two_ranks_bytes_are_the_layer_sizes(report, fc8):
+    row = next(r for r in report["results"] if r["name"] == f"two_ranks/{fc8}")
+    expected = _expected_bytes(fc8)
+    assert row["bytes_per_step_by_point"] == {k: [v, v] for k, v in expected.items()}
+    assert row["bytes_per_step_per_rank"] == [sum(expected.values())] * 2
+
+
+def test_ratios_side_by_side(report):
+    rat = report["ratios"]
+    assert set(rat["step_time_two_ranks_over_emulated"]) == {"rank0", "split"}
+    assert all(_finite_positive(v) for v in rat["step_time_two_ranks_over_emulated"].values())
+    mem = rat["memory_larger_rank_over_one_process"]
+    for fc8 in ("rank0", "split"):
+        assert mem[fc8]["source"] == "measured"
+        assert 0.5 <= mem[fc8]["ratio"] < 0.6, mem  # each rank holds about half
+
+
+def test_placement_not_run_comes_from_the_plan(tmp_path):
+    rep = _run(tmp_path, *TINY, "--steps", "1", "--executions", "two_ranks,emulated")
+    mem = rep["ratios"]["memory_larger_rank_over_one_process"]
+    assert mem["rank0"]["source"] == "measured" and mem["split"]["source"] == "plan"
+    assert 0.5 <= mem["split"]["ratio"] <= mem["rank0"]["ratio"]
+
+
+def test_bench_data_on_synthetic(tmp_path):
+    rep = _run(tmp_path, "data", *TINY, "--steps", "2")
+    pipes = {p["pipeline"]: p for p in rep["pipelines"]}
+    assert "synthetic" in pipes
+    assert "fashion_mnist" in pipes or any("fashion_mnist" in n for n in rep["notes"])
+    train = rep["train"]
+    assert train["name"] == "emulated" and _finite_positive(train["images_per_s"])
+    for p in pipes.values():
+        assert _finite_positive(p["images_per_s"]) and p["batch_shape"][0] == 8
+        assert p["ratio"] == pytest.approx(p["images_per_s"] / train["images_per_s"])
+        assert p["meets_target"] == (p["ratio"] >= rep["target_ratio"])
+
+
+def test_bad_arguments_are_user_errors(capsys):
+    assert cli.main(["bench", *TINY, "--executions", "two_ranks,nope"]) == 2
+    assert "nope" in capsys.readouterr().err
