@@ -139,7 +139,7 @@ def data_bench(cfg: Config, args, cuda: bool) -> dict:
         pcfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, name=name, root=root))
         try:
             pipelines.append(benchlib.pipeline_rate(pcfg, device, args.steps))
-        except (DataError, FileNotFoundError) as e:
+        except (DataError, FileNotFoundError, ImportError) as e:  # not on this machine
             notes.append(f"{name} skipped: {e}")
     execution = "emulated" if cfg.model.name == "alexnet2012" else cfg.model.name
     classes, channels, epoch_images = benchlib.data_shape(cfg)

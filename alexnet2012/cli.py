@@ -41,11 +41,20 @@ def cmd_train(args) -> int:
     from . import train
 
     cfg = _config(args)
-    summary = train.run(cfg, resume=bool(args.resume))
+    resume = bool(args.resume) or _restarted(cfg)
+    summary = train.run(cfg, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         keys = ("test/top1_err", "test/top5_err", "test/loss", "images_per_s", "wall_s")
         print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=1))
     return 0
+
+
+def _restarted(cfg) -> bool:
+    """Under ``torchrun --max-restarts``, a restarted job continues from its last checkpoint."""
+    from .checkpoint import checkpoints
+
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    return restarts > 0 and bool(cfg.run.dir) and bool(checkpoints(cfg.run.dir))
 
 
 def cmd_summary(args) -> int:
@@ -139,3 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"alexnet2012 {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RuntimeError as e:  # a run that stopped on purpose: a signal, a non-finite loss
+        from .train import Interrupted, TrainingError
+
+        if not isinstance(e, Interrupted | TrainingError):
+            raise
+        print(f"alexnet2012 {args.command}: {e}", file=sys.stderr)
+        return 1 if isinstance(e, TrainingError) else 130

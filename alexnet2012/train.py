@@ -12,8 +12,11 @@ ranks see the same batch and a resumed run continues exactly as an unbroken one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
+import threading
 import time
 
 import torch
@@ -81,10 +84,49 @@ def run(cfg: Config, resume: bool = False, env: distributed.Env | None = None) -
 
     ``env``: an already started process group (tests); by default torchrun's, or one process.
     """
-    if env is not None:
-        return _train(cfg, env, resume)
-    with distributed.session(cfg.parallel.timeout_s, cfg.train.device) as env:
-        return _train(cfg, env, resume)
+    with stop_on_signals():
+        if env is not None:
+            return _train(cfg, env, resume)
+        with distributed.session(cfg.parallel.timeout_s, cfg.train.device) as env:
+            return _train(cfg, env, resume)
+
+
+class Interrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived; a checkpoint was written and ``--resume`` continues the run."""
+
+
+_STOP = {"signal": 0}
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGINT and SIGTERM (Ctrl-C, a scheduler's preemption) ask the loop to checkpoint and stop."""
+
+    def handler(signum, frame):
+        if _STOP["signal"]:  # a second signal: stop now
+            raise KeyboardInterrupt
+        _STOP["signal"] = signum
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    _STOP["signal"] = 0
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _stop_requested(env, step: int) -> bool:
+    """Whether any rank was signalled; ranks agree every 10 steps so they stop together."""
+    if env.world_size == 1:
+        return bool(_STOP["signal"])
+    if step % 10:
+        return False
+    flag = torch.tensor([float(bool(_STOP["signal"]))], device=env.device)
+    return comm.all_reduce_sum(flag, env.group).item() > 0
 
 
 def _train(cfg: Config, env, resume: bool) -> dict:
@@ -137,6 +179,14 @@ def _train(cfg: Config, env, resume: bool) -> dict:
                 bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
             if save_now and not end_of_epoch:
                 _save(run_dir, cfg, ex, opt, sched, state, env)
+            if _stop_requested(env, state.step):
+                if not save_now:
+                    _save(run_dir, cfg, ex, opt, sched, state, env)
+                logger.close()
+                raise Interrupted(
+                    f"stopped by a signal at step {state.step}; checkpoint saved in {run_dir}. "
+                    f"Continue with: alexnet2012 train --resume {run_dir}"
+                )
             if end_of_epoch:
                 break
         val = _uncounted(env.group, evaluate, ex, data, cfg)  # end of an epoch, or the last step

@@ -1,7 +1,14 @@
 """The two-tower network emulated in one process on CUDA equals the CPU result (needs CUDA).
 
 Logits and every parameter gradient of a fixed batch, as relative errors ``|a - b| / |b|`` per
-tensor: fp32 (TF32 off) within 1e-3, bf16 autocast within 5e-2, contiguous and channels_last.
+tensor, against the CPU in float64 (CPU fp32 itself was off by 6e-4 in the conv1-conv4
+gradients of the full net at batch 8, all from conv5's input gradient; float64 is exact enough).
+fp32 on CUDA (TF32 off) must be within 1e-3 everywhere. bf16 autocast: logits within 5e-2, each
+gradient within 0.5, because rounding every layer's activations and gradients to bf16 moves the
+early layers' gradients by 10-30% (measured with CPU bf16 autocast: fc8 1e-2, fc6 5e-2, conv1
+0.2-0.3), while a wrong layout or tower order leaves them uncorrelated (about 1.4).
+The batch is smooth images (7x7 noise upsampled, like upsampled Fashion-MNIST); white noise
+makes conv1's weight gradient a sum with heavy cancellation. Contiguous and channels_last.
 Skipped without CUDA. Runs under pytest, or without it (the GPU machine may lack pytest)::
 
     PYTHONPATH=. python tests/test_gpu.py
@@ -9,8 +16,10 @@ Skipped without CUDA. Runs under pytest, or without it (the GPU machine may lack
 
 import sys
 from contextlib import contextmanager
+from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
 
 from alexnet2012.model import AlexNet2012
 from alexnet2012.parallel import Execution
@@ -26,7 +35,8 @@ except ImportError:  # run as a script on a machine without pytest
 
 
 # (name, widths conv1..fc7 or None for the paper's, input size, batch)
-NETS = [("debug", (16, 32, 48, 48, 32, 64, 64), 95, 16), ("full", None, 224, 8)]
+NETS = [("debug", (16, 32, 48, 48, 32, 64, 64), 95, 16), ("full", None, 224, 4)]
+DEVICE = "cuda"
 
 
 def _net(widths, size) -> AlexNet2012:
@@ -35,13 +45,15 @@ def _net(widths, size) -> AlexNet2012:
                        dropout="none", init="kaiming", seed=0)  # fmt: skip
 
 
-def _run(widths, size, n, device, amp=False, channels_last=False) -> dict[str, torch.Tensor]:
-    """Logits and gradients (float32, on the CPU) of one forward/backward of the fixed batch."""
+def _run(net, device, dtype=torch.float32, amp=False, channels_last=False) -> dict:
+    """Logits and gradients (float64, on the CPU) of one forward/backward of the fixed batch."""
+    _, widths, size, n = net
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(n, 1, size, size, generator=g), torch.randint(0, 10, (n,), generator=g)
+    x = F.interpolate(torch.rand(n, 1, 7, 7, generator=g), size=(size, size), mode="bilinear")
+    y = torch.randint(0, 10, (n,), generator=g)
     ex = Execution(_net(widths, size))  # one process: the two towers as grouped layers
-    ex.model.to(device)
-    x, y = x.to(device), y.to(device)
+    ex.model.to(device=device, dtype=dtype)
+    x, y = x.to(device=device, dtype=dtype), y.to(device)
     if channels_last:
         ex.model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -49,9 +61,14 @@ def _run(widths, size, n, device, amp=False, channels_last=False) -> dict[str, t
         out = ex.forward(x)
         loss = ex.loss(out, y)
     loss.backward()
-    res = {"logits": out.detach().float().cpu()}
-    res.update({k: p.grad.float().cpu() for k, p in ex.model.named_parameters()})
+    res = {"logits": out.detach().double().cpu()}
+    res.update({k: p.grad.double().cpu() for k, p in ex.model.named_parameters()})
     return res
+
+
+@lru_cache
+def _reference(net) -> dict:
+    return _run(net, torch.device("cpu"), torch.float64)
 
 
 @contextmanager
@@ -66,32 +83,35 @@ def _strict_fp32():
         b.cudnn.allow_tf32, b.cuda.matmul.allow_tf32 = saved
 
 
-def _check(amp: bool, tol: float) -> list[str]:
-    """One line per (net, layout): the worst relative error; raises if any exceeds ``tol``."""
+def _check(amp: bool, logit_tol: float, grad_tol: float) -> list[str]:
+    """One line per (net, layout) with the worst relative errors; raises past a tolerance."""
     lines = []
-    for name, widths, size, n in NETS:
-        ref = _run(widths, size, n, torch.device("cpu"))
+    for net in NETS:
+        ref = _reference(net)
         for channels_last in (False, True):
-            got = _run(widths, size, n, torch.device("cuda"), amp, channels_last)
+            got = _run(net, torch.device(DEVICE), amp=amp, channels_last=channels_last)
             err = {
-                k: ((got[k] - v).norm() / v.norm().clamp_min(1e-30)).item() for k, v in ref.items()
+                k: ((got[k] - v).norm() / v.norm().clamp_min(1e-300)).item() for k, v in ref.items()
             }
-            worst = max(err, key=err.get)
-            where = f"{name} {'bf16' if amp else 'fp32'} channels_last={channels_last}"
-            assert err[worst] <= tol, f"{where}: {worst} off by {err[worst]:.2e} > {tol}"
-            lines.append(f"{where}: worst {worst} {err[worst]:.2e} (tolerance {tol})")
+            worst = max((k for k in err if k != "logits"), key=err.get)
+            where = f"{net[0]} {'bf16' if amp else 'fp32'} channels_last={channels_last}"
+            assert err["logits"] <= logit_tol, f"{where}: logits off by {err['logits']:.2e}"
+            assert err[worst] <= grad_tol, f"{where}: {worst} grad off by {err[worst]:.2e}"
+            lines.append(
+                f"{where}: logits {err['logits']:.1e}, worst grad {worst} {err[worst]:.1e}"
+            )
     return lines
 
 
 @requires_cuda
 def test_cuda_fp32_equals_cpu():
     with _strict_fp32():
-        _check(amp=False, tol=1e-3)
+        _check(amp=False, logit_tol=1e-3, grad_tol=1e-3)
 
 
 @requires_cuda
 def test_cuda_bf16_autocast_close_to_cpu():
-    _check(amp=True, tol=5e-2)
+    _check(amp=True, logit_tol=5e-2, grad_tol=0.5)
 
 
 if __name__ == "__main__":
@@ -100,7 +120,7 @@ if __name__ == "__main__":
         sys.exit(0)
     print(f"tests/test_gpu.py on {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     with _strict_fp32():
-        report = _check(amp=False, tol=1e-3)
-    report += _check(amp=True, tol=5e-2)
+        report = _check(amp=False, logit_tol=1e-3, grad_tol=1e-3)
+    report += _check(amp=True, logit_tol=5e-2, grad_tol=0.5)
     print("\n".join(report))
     print("tests/test_gpu.py: passed")

@@ -3,6 +3,7 @@ the fidelity configs."""
 
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from alexnet2012.config import load_config, to_dict
 from alexnet2012.model import AlexNet2012
 from alexnet2012.report import plots
 from alexnet2012.report.kernels import colour_score, colour_scores
-from alexnet2012.report.neighbours import nearest
+from alexnet2012.report.neighbours import feature_layer, features, nearest
 from alexnet2012.report.paper import CLAIMS
 from alexnet2012.report.runs import RunError, flatten, load_run, load_runs
 from alexnet2012.report.stats import verdict
@@ -51,7 +52,10 @@ def test_compare_writes_table_groups_paper_and_plots(runs, tmp_path, capsys):
         row = f"| {d.name} | alexnet2012 | original | 1 | {' | '.join(pct)} | "
         assert row in text and row in printed
         assert f"| {s['images_per_s']:.1f} | {s['params_per_rank'][0]:,} |" in text
-    assert "| tt | 2 | 1, 2 |" in text and "| nolrn | 1 | 1 |" in text
+    top1 = [json.loads((d / "summary.json").read_text())["test/top1_err"] * 100 for d in runs]
+    mean, std = statistics.mean(top1[:2]), statistics.stdev(top1[:2])  # the seed pair
+    assert f"| tt | 2 | 1, 2 | {mean:.2f} ± {std:.2f} |" in text
+    assert f"| nolrn | 1 | 1 | {top1[2]:.2f} |" in text
     assert "2 x the pooled standard error" in text
     assert "local response normalisation | model.lrn: True / False | 1.4 / 1.2" in text
     for name in ("curves.png", "throughput.png"):
@@ -123,6 +127,14 @@ def test_nearest_is_exact_on_a_tiny_set():
     assert torch.equal(idx, idx2)
 
 
+def test_feature_layer_is_the_last_hidden_relu():
+    """fc7 after ReLU: 12 features for a torchvision-style net whose fc7 has 12 units."""
+    net = torchvision_alexnet(10, 3, (8, 8, 8, 8, 8, 16, 12)).eval()
+    assert feature_layer(net) is net.classifier[5]
+    feats, labels = features(net, [(torch.randn(2, 3, 224, 224), torch.tensor([1, 2]))])
+    assert feats.shape == (2, 12) and feats.min() >= 0 and labels.tolist() == [1, 2]
+
+
 def test_neighbours_command(runs, tmp_path):
     args = ["--out", str(tmp_path), "--queries", "2", "--k", "3", "--limit", "40"]
     assert cli.main(["neighbours", str(runs[0]), *args]) == 0
@@ -147,8 +159,9 @@ def test_convert_caffe_round_trip(tmp_path):
     assert cli.main(["convert", str(tmp_path / "bvlc.npz"), str(tmp_path / "c.pt"),
                      "--from", "caffe"]) == 0  # fmt: skip
     state = torch.load(tmp_path / "c.pt")
-    net = AlexNet2012(preset="caffe")
-    net.load_state_dict(state)  # strict: every canonical key, every shape
+    with torch.device("meta"):
+        net = AlexNet2012(preset="caffe")
+    net.load_state_dict(state, assign=True)  # strict: every canonical key, every shape
     assert torch.equal(state["conv1.weight"], blobs["conv1.weight"].flip(1))  # BGR -> RGB
     for k in shapes:
         if k != "conv1.weight":
@@ -163,7 +176,9 @@ def test_convert_torchvision_round_trip(tmp_path):
     assert cli.main(["convert", str(tmp_path / "tv.pth"), str(tmp_path / "out.pth"),
                      "--from", "torchvision"]) == 0  # fmt: skip
     state = torch.load(tmp_path / "out.pth")
-    torchvision_alexnet().load_state_dict(state)
+    with torch.device("meta"):
+        net = torchvision_alexnet()
+    net.load_state_dict(state, assign=True)  # strict
     assert all(torch.equal(state[k], weights[k]) for k in shapes)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 from . import plots
@@ -104,7 +105,7 @@ def group_section(groups: list[Group], ten: bool) -> list[str]:
                 diff, two_se, word = verdict(
                     [v * 100 for v in _values(a, key)], [v * 100 for v in _values(b, key)]
                 )
-                row += [f"{diff:+.2f}", f"{two_se:.2f}" if two_se == two_se else "-", word]
+                row += [f"{diff:+.2f}", "-" if math.isnan(two_se) else f"{two_se:.2f}", word]
             pairs.append(row)
     header = ["A", "B", "top-1 A-B (points)", "2 x SE", "top-1", "top-5 A-B", "2 x SE", "top-5"]
     return out + _table(header, pairs)

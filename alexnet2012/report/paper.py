@@ -8,6 +8,7 @@ helps), judged against seed noise with :func:`.stats.verdict`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -118,7 +119,7 @@ def ablation_rows(groups: list[Group]) -> list[dict]:
 
 def _cell(v) -> str:
     diff, two_se, word = v
-    noise = f" (2SE {two_se:.2f})" if two_se == two_se else ""
+    noise = "" if math.isnan(two_se) else f" (2SE {two_se:.2f})"
     return f"{diff:+.2f}{noise}, {word}"
 
 

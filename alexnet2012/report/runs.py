@@ -131,7 +131,7 @@ class Group:
 
 
 def _base_name(name: str) -> str:
-    return re.sub(r"[-_.]?(seed|s)\d+$", "", name) or name
+    return re.sub(r"[-_.](?:seed|s)-?\d+$", "", name) or name  # "two_tower-s1" -> "two_tower"
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
