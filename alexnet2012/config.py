@@ -90,6 +90,7 @@ class TrainConfig:
 class ParallelConfig:
     fc8: str = choice("rank0", "rank0", "split")  # rank0: as [C12]; split: partial logits summed
     timeout_s: int = 60  # a dead or hung peer ends the job after this long
+    overlap: bool = False  # compute a cross layer's own-tower part while the exchange runs
 
 
 @dataclass

@@ -103,14 +103,14 @@ class Block(nn.Module):
         self.pre = pre if pre is not None else nn.Identity()
         self.post = nn.Sequential()
 
-    def forward(self, x):
+    def op(self, x, weight, bias, groups: int = 1):
+        """The layer's convolution or product with the given weights (no pre/post ops)."""
         if self.kernel:
-            return self.post(
-                F.conv2d(
-                    self.pre(x), self.weight, self.bias, self.stride, self.padding, 1, self.groups
-                )
-            )
-        return self.post(grouped_linear(x, self.weight, self.bias, self.groups))
+            return F.conv2d(x, weight, bias, self.stride, self.padding, 1, groups)
+        return grouped_linear(x, weight, bias, groups)
+
+    def forward(self, x):
+        return self.post(self.op(self.pre(x), self.weight, self.bias, self.groups))
 
 
 def conv1_size(size: int, overhang: bool) -> tuple[int, int]:

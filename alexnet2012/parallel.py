@@ -42,9 +42,15 @@ class Execution:
     its tower's slices of the same, fully initialised module and exchanges at the cross layers.
     """
 
-    def __init__(self, model: nn.Module, group: comm.TowerGroup | None = None, fc8: str = "rank0"):
+    def __init__(
+        self,
+        model: nn.Module,
+        group: comm.TowerGroup | None = None,
+        fc8: str = "rank0",
+        overlap: bool = False,
+    ):
         self.group = group or comm.single()
-        self.fc8 = fc8
+        self.fc8, self.overlap = fc8, overlap
         self.model = model
         self.full_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         if self.group.size > 1:
@@ -93,6 +99,9 @@ class Execution:
             return self.model(x)
         g, blocks = self.group, self.model.blocks()
         for block in blocks[:-1]:
+            if block.cross and self.overlap:
+                x = self._overlapped(block, x)
+                continue
             if block.cross:  # exchanges follow pooling, as in [P] §3.5: 13x13, 6x6, 2048
                 x = comm.gather_towers(x, g, block.name)
             x = block(x)  # (N, C/2, ...) this tower's channels
@@ -100,6 +109,16 @@ class Execution:
             return comm.sum_partials(blocks[-1](x), g, "fc8")
         x = comm.gather_to_head(x, g, "fc8")
         return blocks[-1](x) if g.rank == 0 else x
+
+    def _overlapped(self, block, x: torch.Tensor) -> torch.Tensor:
+        """A cross layer as own-tower part + peer part (spec §1: one weight block per input
+        tower, outputs summed), the exchange running while the own part is computed."""
+        r = self.group.rank
+        w = block.weight.chunk(2, dim=1)  # input columns of tower 0, of tower 1
+        buf, pending = comm.swap_start(x, self.group, block.name)
+        own = block.op(x, w[r], block.bias)
+        peer = comm.swap_finish(buf, pending)
+        return block.post(own + block.op(peer, w[1 - r], None))
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy where the logits are; elsewhere a zero that carries the exchange back."""

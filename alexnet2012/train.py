@@ -134,7 +134,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     dev, t = env.device, cfg.train
     data = build_data(cfg, input_size(cfg), dev)
     model = build_model(cfg, data.num_classes, data.in_channels)  # whole net, one seed
-    ex = Execution(model, env.group, cfg.parallel.fc8)  # this rank keeps its tower's slices
+    ex = Execution(model, env.group, cfg.parallel.fc8, cfg.parallel.overlap)  # this rank's tower
     model.to(dev)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -42,8 +42,8 @@ def reference(cross):
 
 def _forward_backward(rank, cases):
     results = []
-    for cross, fc8 in cases:
-        ex = Execution(tiny(cross), comm.world(), fc8)
+    for cross, fc8, overlap in cases:
+        ex = Execution(tiny(cross), comm.world(), fc8, overlap)
         x, y = batch()
         out = ex.forward(x)
         loss = ex.loss(out, y)
@@ -63,9 +63,10 @@ def _forward_backward(rank, cases):
 
 
 def test_two_ranks_equal_one_process(tmp_path):
-    cases = [(c, fc8) for c in CROSS_LISTS for fc8 in ("rank0", "split")]
+    cases = [(c, fc8, False) for c in CROSS_LISTS for fc8 in ("rank0", "split")]
+    cases += [(c, "rank0", True) for c in CROSS_LISTS]  # exchanges overlapped with compute
     per_rank = run_ranks(_forward_backward, 2, tmp_path, args=(cases,))
-    for i, (cross, fc8) in enumerate(cases):
+    for i, (cross, fc8, overlap) in enumerate(cases):
         logits, loss, grads = reference(cross)
         for rank in (0, 1):
             got = per_rank[rank][i]
@@ -76,7 +77,11 @@ def test_two_ranks_equal_one_process(tmp_path):
                 assert got["logits"] is None  # fc8 lives on rank 0 only, as in [C12]
             for name, g in grads.items():
                 np.testing.assert_allclose(
-                    got["grads"][name], g, rtol=1e-5, atol=1e-7, err_msg=f"{cross} {fc8} {name}"
+                    got["grads"][name],
+                    g,
+                    rtol=1e-5,
+                    atol=1e-7,
+                    err_msg=f"{cross} {fc8} {overlap} {name}",
                 )
         # each rank holds about half; rank 0 carries fc8 when it is not split
         total = sum(v.size for v in grads.values())
@@ -87,18 +92,22 @@ def test_two_ranks_equal_one_process(tmp_path):
             assert p0 - p1 == fc8_params
 
 
-def _exchange_bytes(rank):
-    ex = Execution(tiny(["conv3", "fc6", "fc7", "fc8"]), comm.world(), "rank0")
+def _exchange_bytes(rank, overlap):
+    ex = Execution(tiny(["conv3", "fc6", "fc7", "fc8"]), comm.world(), "rank0", overlap)
     x, y = batch(n=8)
     ex.loss(ex.forward(x), y).backward()
     return dict(ex.group.bytes_sent)
 
 
-def test_bytes_exchanged_are_the_minimum(tmp_path):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_bytes_exchanged_are_the_minimum(tmp_path, overlap):
     """Each rank sends its half once forward and its peer's gradient half once backward."""
-    b0, b1 = run_ranks(_exchange_bytes, 2, tmp_path)
+    b0, b1 = run_ranks(_exchange_bytes, 2, tmp_path, args=(overlap,))
     n, f = 8, 4  # batch, fp32 bytes
-    s3, s6 = tiny(["fc8"]).sizes["conv3"], tiny(["fc8"]).sizes["fc"]  # 3x3 before conv3, 1x1 before fc6
+    s3, s6 = (
+        tiny(["fc8"]).sizes["conv3"],
+        tiny(["fc8"]).sizes["fc"],
+    )  # 3x3 before conv3, 1x1 before fc6
     half = {"conv3": n * 8 * s3 * s3, "fc6": n * 8 * s6 * s6, "fc7": n * 16}  # one tower's part
     for name, elems in half.items():
         assert b0[name] == b1[name] == 2 * elems * f, name  # forward + backward
