@@ -11,7 +11,9 @@ process (gloo on CPU, each rank half the cores; NCCL with one GPU each), ``emula
 same two-tower network in one process, ``streamlined`` (d2l) and ``torchvision`` are the
 baselines at the same size. Bytes per exchange point come from the run's counters (spec
 parallel.md, "Communication volume"); ``--flops`` adds achieved TFLOP/s (training taken as 3x
-the forward multiply-adds x 2) and, on CUDA, the share of ``--peak-tflops``.
+the forward multiply-adds x 2) and, on CUDA, the share of ``--peak-tflops`` (default one H100:
+790 with train.amp, else 67). GPU options come from the config: train.amp (bf16 autocast),
+train.channels_last, train.compile. ``two_ranks`` needs two GPUs on CUDA (skipped on one).
 
 ``bench data``: images/s each input pipeline (Fashion-MNIST with the train transforms,
 synthetic, the configured image store) delivers, next to the images/s a short training bench of
@@ -33,6 +35,7 @@ from . import benchlib, config
 from .benchlib import EXECUTIONS, Job
 from .config import Config, load_config
 from .data.errors import DataError
+from .model import PRESETS
 
 PEAK_TFLOPS = {"bf16": 790.0, "fp32": 67.0}  # one H100 here (spec parallel.md anchors)
 TARGET_RATIO = 5.0  # the pipeline should outrun the training step this many times
@@ -77,47 +80,47 @@ def _machine(cuda: bool) -> dict:
             "cpu_count": os.cpu_count(), "torch": torch.__version__}  # fmt: skip
 
 
-def _jobs(cfg: Config, args, cuda: bool, shape: tuple, notes: list) -> list[Job]:
-    names = [n.strip() for n in args.executions.split(",") if n.strip()]
-    unknown = [n for n in names if n not in EXECUTIONS]
-    if unknown or not names:
-        raise ValueError(f"--executions: {unknown or names} not among {', '.join(EXECUTIONS)}")
-    fc8s = {"config": [cfg.parallel.fc8], "both": ["rank0", "split"]}.get(args.fc8, [args.fc8])
-    jobs = []
-    for name in names:
-        if name == "two_ranks" and cuda and torch.cuda.device_count() < 2:
-            notes.append(
-                "two_ranks skipped: one GPU, and NCCL refuses two ranks on one GPU (spec "
-                "parallel.md); rerun with train.device=cpu for two gloo CPU ranks"
-            )
-            continue
-        if name == "torchvision" and importlib.util.find_spec("torchvision") is None:
-            notes.append("torchvision skipped: the torchvision package is not installed")
-            continue
-        for fc8 in fc8s if name == "two_ranks" else [None]:
-            label = f"two_ranks/{fc8}" if fc8 else name
-            run_cfg = config.to_dict(benchlib.config_for(cfg, name, fc8))
-            jobs.append(
-                Job(label, name, run_cfg, shape[0], shape[1], args.steps, args.warmup, cuda)
-            )
-    return jobs
+def _splittable(cfg: Config) -> bool:
+    m = cfg.model  # what parallel.Execution refuses to shard
+    return not (m.half or (PRESETS[m.preset].lrn_cross and m.lrn))
+
+
+def _refusal(name: str, cfg: Config, cuda: bool) -> str | None:
+    """Why ``name`` cannot run here, or None."""
+    if name == "two_ranks" and cuda and torch.cuda.device_count() < 2:
+        return ("two_ranks skipped: one GPU, and NCCL refuses two ranks on one GPU (spec "
+                "parallel.md); rerun with train.device=cpu for two gloo CPU ranks")  # fmt: skip
+    if name == "two_ranks" and not _splittable(cfg):
+        return "two_ranks skipped: the half net and the caffe preset run in one process only"
+    if name == "torchvision" and importlib.util.find_spec("torchvision") is None:
+        return "torchvision skipped: the torchvision package is not installed"
+    return None
 
 
 def train_bench(cfg: Config, args, cuda: bool) -> dict:
     """Time every asked-for execution; the report (rows, ratios, notes)."""
+    names = [n.strip() for n in args.executions.split(",") if n.strip()]
+    if not names or set(names) - set(EXECUTIONS):
+        raise ValueError(f"--executions {args.executions!r}: choose from {','.join(EXECUTIONS)}")
     classes, channels, epoch_images = benchlib.data_shape(cfg)
-    notes: list[str] = []
+    fc8s = {"config": [cfg.parallel.fc8], "both": ["rank0", "split"]}.get(args.fc8, [args.fc8])
     peak = args.peak_tflops or (PEAK_TFLOPS["bf16" if cfg.train.amp else "fp32"] if cuda else 0)
-    rows = []
-    for job in _jobs(cfg, args, cuda, (classes, channels), notes):
-        flops = None
-        if args.flops:
-            macs = benchlib.forward_macs(config.from_dict(job.cfg), classes, channels)
-            flops = {"macs": macs, "peak_tflops": peak or None}
-        rows.append(benchlib.summarise(job, benchlib.run_job(job), epoch_images, flops))
-    ran = {r["fc8"] for r in rows if r["execution"] == "two_ranks"}
-    plan = {}
-    if any(j.strip() == "two_ranks" for j in args.executions.split(",")):
+    rows, notes = [], [r for r in (_refusal(n, cfg, cuda) for n in names) if r]
+    for name in [n for n in names if not _refusal(n, cfg, cuda)]:
+        for fc8 in fc8s if name == "two_ranks" else [None]:
+            run_cfg = benchlib.config_for(cfg, name, fc8)
+            label = f"two_ranks/{fc8}" if fc8 else name
+            job = Job(label, name, config.to_dict(run_cfg), classes, channels, args.steps,
+                      args.warmup, cuda)  # fmt: skip
+            flops = None
+            if args.flops:
+                macs = benchlib.forward_macs(run_cfg, classes, channels)
+                flops = {"macs": macs, "peak_tflops": peak or None}
+            rows.append(benchlib.summarise(job, benchlib.run_job(job), epoch_images, flops))
+    if any(r["backend"] == "nccl" for r in rows):
+        notes.append("exchange share on NCCL is launch time: its calls return once enqueued")
+    plan, ran = {}, {r["fc8"] for r in rows if r["execution"] == "two_ranks"}
+    if "two_ranks" in names and _splittable(cfg):
         for fc8 in sorted({"rank0", "split"} - ran):  # the placements not run: from the plan
             plan[fc8] = benchlib.planned_rank_bytes(cfg, classes, channels, fc8)
     return {

@@ -194,7 +194,7 @@ def run_job(job: Job) -> list[dict]:
                 join=True,
                 start_method="forkserver",
             )
-        except mp.ProcessRaisedException as e:
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
             raise RuntimeError(f"bench {job.name}: a process failed:\n{e}") from None
         return [
             json.loads((Path(work) / f"rank{r}.json").read_text()) for r in range(job.world_size)
