@@ -92,7 +92,8 @@ PLUGINS = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command`` given, only that plugin module is imported (fast start)."""
     p = argparse.ArgumentParser(prog="alexnet2012", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_prepare)
 
     for name, module, text in PLUGINS:
+        if command is not None and command != name:
+            sub.add_parser(name, help=text, add_help=False).add_argument("rest", nargs="*")
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
@@ -132,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    args = build_parser(command).parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
@@ -148,10 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"alexnet2012 {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except RuntimeError as e:  # a run that stopped on purpose: a signal, a non-finite loss
+    except RuntimeError as e:  # a run that stopped: a signal, a non-finite loss, a lost peer
+        from .distributed import PeerError
         from .train import Interrupted, TrainingError
 
-        if not isinstance(e, Interrupted | TrainingError):
+        if not isinstance(e, Interrupted | TrainingError | PeerError):
             raise
         print(f"alexnet2012 {args.command}: {e}", file=sys.stderr)
-        return 1 if isinstance(e, TrainingError) else 130
+        return 130 if isinstance(e, Interrupted) else 1

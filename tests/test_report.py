@@ -25,7 +25,8 @@ from alexnet2012.report.stats import verdict
 PNG = b"\x89PNG\r\n\x1a\n"
 BASE = [
     "data.name=synthetic", "data.synthetic_size=64", "train.batch_size=16", "train.max_steps=4",
-    "train.log_every=1", "wandb.mode=disabled", "data.ten_view=true",
+    "train.log_every=1", "wandb.mode=disabled", "data.ten_view=true", "model.input_size=63",
+    "model.widths=[16,32,48,48,32,64,64]",
 ]  # fmt: skip
 
 
