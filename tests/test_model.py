@@ -180,3 +180,11 @@ def test_options_change_the_network():
     assert small(half=True)(x).shape == (2, 10)
     with pytest.raises(ValueError, match="preset"):
         AlexNet2012(preset="vgg")
+
+
+def test_fast_lrn_equals_torch():
+    from alexnet2012.layers import lrn
+
+    a = torch.randn(3, 7, 5, 5) * 20
+    want = torch.nn.functional.local_response_norm(a, 5, 1e-4, 0.75, 2.0)
+    torch.testing.assert_close(lrn(a, 5, 1e-4, 0.75, 2.0), want, rtol=1e-5, atol=1e-6)
