@@ -4,8 +4,9 @@ Each checkpoint is a plain ``torch.save`` file ``ckpt-<step:08d>.pt`` with a sid
 ``ckpt-<step:08d>.pt.sha256`` in ``sha256sum`` format (``sha256sum -c`` verifies it). Writing order:
 payload to ``.tmp`` + fsync, sidecar written atomically, then the payload renamed into place and
 the folder fsynced; a crash leaves either the previous checkpoint set or the new one, plus at most
-stray ``.tmp`` files, which are ignored. Payloads are unpickled in full (``weights_only=False``)
-only after their checksum has passed.
+stray ``.tmp`` files and a sidecar without its payload, which are ignored and removed by the next
+save. Payloads are unpickled in full (``weights_only=False``) only after their checksum has passed.
+``faults.in_save`` marks the points where the fault-injection tests kill a save.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import re
 from pathlib import Path
 
 import torch
+
+from . import faults
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,16 @@ def checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
+def refuse_to_overwrite(run_dir: str | Path) -> None:
+    """:class:`CheckpointError` if ``run_dir`` already holds checkpoints: a new run started
+    there would interleave with them and its retention would delete them."""
+    if found := checkpoints(run_dir):
+        raise CheckpointError(
+            f"{run_dir} already holds a run ({found[0].name}); continue it with "
+            f"`alexnet2012 train --resume {run_dir}`, or choose a new run.dir"
+        )
+
+
 def save(run_dir: str | Path, payload: dict, step: int, keep: int = 2) -> Path:
     """Write ``payload`` (tagged with the format marker) as checkpoint ``step``; keep the newest
     ``keep`` checkpoints and delete the older ones. Returns the checkpoint's path."""
@@ -82,20 +95,33 @@ def save(run_dir: str | Path, payload: dict, step: int, keep: int = 2) -> Path:
     try:
         with open(tmp, "wb") as f:
             torch.save({**payload, "format": FORMAT}, f)
+            faults.in_save(step, "payload")  # fault injection: the .tmp file half written
             f.flush()
             os.fsync(f.fileno())
         line = f"{_sha256(tmp)}  {path.name}\n".encode()
         _write_atomic(_sidecar(path), lambda f: f.write(line))
+        faults.in_save(step, "sidecar")  # fault injection: checksum written, payload not renamed
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    faults.in_save(step, "rename")  # fault injection: renamed, old checkpoints still there
     _fsync_dir(folder)
     log.info("saved checkpoint %s", path)
     for old in checkpoints(run_dir)[keep:]:
         old.unlink(missing_ok=True)
         _sidecar(old).unlink(missing_ok=True)
         log.debug("removed old checkpoint %s", old)
+    _remove_strays(folder)
     return path
+
+
+def _remove_strays(folder: Path) -> None:
+    """Delete what an interrupted save leaves: ``*.tmp`` files and sidecars without a payload."""
+    for p in folder.iterdir():
+        orphan = p.name.endswith(".pt.sha256") and not p.with_suffix("").exists()
+        if p.name.endswith(".tmp") or orphan:
+            p.unlink(missing_ok=True)
+            log.info("removed %s, left by an interrupted save", p)
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
@@ -144,3 +170,26 @@ def load_latest(run_dir: str | Path, map_location="cpu") -> tuple[dict | None, P
         except CheckpointError as e:
             log.warning("skipping checkpoint: %s", e)
     return None, None
+
+
+def load_for_resume(run_dir: str | Path, map_location="cpu") -> tuple[dict, Path]:
+    """:func:`load_latest`, but :class:`CheckpointError` saying why when nothing is usable."""
+    found = checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(
+            f"{run_dir}: no checkpoint to resume from (no checkpoints/ckpt-*.pt); "
+            "start it again without --resume"
+        )
+    payload, path = load_latest(run_dir, map_location)
+    if payload is None:
+        try:
+            load(found[0], map_location)
+            why = "see the warnings above"
+        except CheckpointError as e:
+            why = str(e)
+        raise CheckpointError(
+            f"{run_dir}: none of its {len(found)} checkpoint file(s) can be resumed from; the "
+            f"newest: {why}. Restore a good copy into {Path(run_dir) / 'checkpoints'} or start "
+            "a new run.dir"
+        )
+    return payload, path

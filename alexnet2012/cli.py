@@ -52,9 +52,9 @@ def cmd_train(args) -> int:
 def _restarted(cfg) -> bool:
     """Under ``torchrun --max-restarts``, a restarted job continues from its last checkpoint."""
     from .checkpoint import checkpoints
+    from .distributed import restart_count
 
-    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
-    return restarts > 0 and bool(cfg.run.dir) and bool(checkpoints(cfg.run.dir))
+    return restart_count() > 0 and bool(cfg.run.dir) and bool(checkpoints(cfg.run.dir))
 
 
 def cmd_summary(args) -> int:
@@ -74,7 +74,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from .data.store import prepare_main
+    from .data.prepare import prepare_main
 
     summary = prepare_main(args.src, args.dst, size=args.size, on_bad=args.on_bad)
     print(json.dumps(summary, indent=1, default=str))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +33,14 @@ DEVICE_PREFS = ("auto", "cuda", "cpu")
 
 class DistributedError(ValueError):
     """A launch the project cannot run (wrong world size, missing variables); says how to fix."""
+
+
+class PeerError(RuntimeError):
+    """The other rank died or stopped answering; this rank stops instead of waiting for it."""
+
+
+# how gloo and NCCL word a dead or silent peer (gloo raises a plain RuntimeError)
+_PEER_SIGNS = ("closed by peer", "reset by peer", "timed out", "broken pipe", "connection refused")
 
 
 @dataclass
@@ -77,12 +86,33 @@ def _env_int(name: str, default: int | None = None) -> int:
         raise DistributedError(f"{name}={value!r} is not an integer") from None
 
 
+def restart_count() -> int:
+    """How many times ``torchrun --max-restarts`` has restarted this job (0: first attempt)."""
+    return _env_int("TORCHELASTIC_RESTART_COUNT", 0)
+
+
 def _want_cuda(device_pref: str) -> bool:
     if device_pref not in DEVICE_PREFS:
         raise DistributedError(f"device {device_pref!r}: choose from {', '.join(DEVICE_PREFS)}")
     if device_pref == "cuda" and not torch.cuda.is_available():
         raise DistributedError("device 'cuda' was asked for but CUDA is not available")
     return device_pref != "cpu" and torch.cuda.is_available()
+
+
+def _attempt_store(rank: int, world_size: int, timeout_s: int):
+    """torchrun's store with keys private to this restart; None outside torchrun (env://).
+
+    torchrun (torch 2.14) shares its rendezvous store with the workers and keeps it across
+    ``--max-restarts`` restarts, with no per-attempt key prefix; a restarted group then reads the
+    killed group's addresses and fails with "Gloo connectFullMesh failed ... Connection refused".
+    A prefix per attempt avoids that (tests/test_faults.py restarts under torchrun).
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        return None
+    timeout = timedelta(seconds=timeout_s)
+    store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))
+    return dist.PrefixStore(f"alexnet2012/attempt-{attempt}", store)
 
 
 def setup(timeout_s: int, device_pref: str) -> Env:
@@ -118,11 +148,22 @@ def setup(timeout_s: int, device_pref: str) -> Env:
         backend, device = "gloo", torch.device("cpu")
         if local_world > 1:  # the ranks share the cores: give each its part (parallel.md)
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    dist.init_process_group(
-        backend,
-        timeout=timedelta(seconds=timeout_s),
-        device_id=device if cuda else None,
-    )
+    try:
+        dist.init_process_group(
+            backend,
+            store=_attempt_store(rank, world_size, timeout_s),
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(seconds=timeout_s),
+            device_id=device if cuda else None,
+        )
+    except RuntimeError as e:  # the other rank never came, or died while joining
+        if not _lost_peer(e):
+            raise
+        raise PeerError(
+            f"rank {rank}: could not join the other rank ({_gist(e)}; parallel.timeout_s="
+            f"{timeout_s}); start both ranks together, e.g. with `{TORCHRUN}`"
+        ) from e
     env = Env(rank, world_size, local_rank, device, backend, comm.world())
     log.info("rank %d/%d on %s (%s), tower %d", rank, world_size, device, backend, env.group.rank)
     return env
@@ -145,6 +186,45 @@ def teardown() -> None:
     """Destroy the process group if there is one; safe to call twice or without one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _lost_peer(e: RuntimeError) -> bool:
+    """Whether ``e`` says a peer is gone or silent (gloo raises plain RuntimeErrors)."""
+    return isinstance(e, dist.DistError) or any(s in str(e).lower() for s in _PEER_SIGNS)
+
+
+def _gist(e: Exception) -> str:
+    """The heart of a gloo/NCCL error: "[.../pair.cc:561] Connection closed by peer [addr]:port.
+    This is typically..." -> "Connection closed by peer [addr]:port"."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return re.sub(r"^\[[^\]]*:\d+\] ", "", first).split(". ")[0][:200]
+
+
+@contextmanager
+def peer_failures(env: Env, timeout_s: int, run_dir: str | os.PathLike = "") -> Iterator[None]:
+    """Turn a collective that failed because a peer died or hung into :class:`PeerError`.
+
+    A dead peer fails the next exchange at once ("Connection closed by peer"); a hung one fails
+    it after ``timeout_s`` (``parallel.timeout_s``). The message says what happened and how to
+    go on; the checkpoints already written are untouched.
+    """
+    try:
+        yield
+    except RuntimeError as e:
+        if env.world_size == 1 or not _lost_peer(e):
+            raise
+        run_dir = run_dir or "RUN_DIR"
+        left = _env_int("TORCHELASTIC_MAX_RESTARTS", 0) - restart_count()
+        then = (
+            f"torchrun restarts the job ({left} restart(s) left) and it resumes from there"
+            if left > 0
+            else f"continue with `{TORCHRUN.split(' train')[0]} train --resume {run_dir}`, or "
+            "give torchrun --max-restarts=N to restart on its own"
+        )
+        raise PeerError(
+            f"rank {env.rank}: the other rank died or stopped answering ({_gist(e)}; "
+            f"parallel.timeout_s={timeout_s}). The checkpoints in {run_dir} are kept; {then}"
+        ) from e
 
 
 @contextmanager

@@ -48,9 +48,12 @@ class Execution:
         group: comm.TowerGroup | None = None,
         fc8: str = "rank0",
         overlap: bool = False,
+        data: comm.TowerGroup | None = None,
     ):
         self.group = group or comm.single()
+        self.data = data or comm.single()  # the replicas of this tower (data parallelism)
         self.fc8, self.overlap = fc8, overlap
+        self.replicated = None
         self.model = model
         self.full_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         if self.group.size > 1:
@@ -93,8 +96,32 @@ class Execution:
         return self.group.size == 1 or self.group.rank == 0 or self.fc8 == "split"
 
     # ----- running ----------------------------------------------------------------------------
+    def replicate(self) -> None:
+        """Average this tower's gradients over its data-parallel replicas with PyTorch's DDP.
+
+        Call after the model is on its device. Each replica's loss is the mean over its shard,
+        so the average is the gradient of the whole global batch.
+        """
+        if self.data.size == 1:
+            return
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = next(self.model.parameters()).device
+        self.replicated = DistributedDataParallel(
+            _Tower(self),
+            device_ids=[device] if device.type == "cuda" else None,
+            process_group=self.data.group,
+            broadcast_buffers=False,
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, classes); on a rank without the classifier an (N, 0) stand-in."""
+        if self.replicated is not None and torch.is_grad_enabled():
+            return self.replicated(x)
+        return self.forward_local(x)
+
+    def forward_local(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` without the data-parallel wrapper."""
         if self.group.size == 1:
             return self.model(x)
         g, blocks = self.group, self.model.blocks()
@@ -127,8 +154,8 @@ class Execution:
         return out.sum()
 
     def share(self, values: torch.Tensor) -> torch.Tensor:
-        """Every rank gets the head rank's metric values (loss, counts): one small broadcast."""
-        return comm.broadcast(values, self.group, src=0)
+        """Sums of metric values (loss, counts) over the replicas, from each pair's head rank."""
+        return comm.all_reduce_sum(comm.broadcast(values, self.group, src=0), self.data)
 
     def named_parameters(self):
         return self.model.named_parameters()
@@ -198,3 +225,15 @@ class Execution:
 
     def param_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+
+class _Tower(nn.Module):
+    """An execution as a module, so DistributedDataParallel can wrap one tower's parameters."""
+
+    def __init__(self, ex: Execution):
+        super().__init__()
+        self.model = ex.model
+        self._forward = ex.forward_local
+
+    def forward(self, x):
+        return self._forward(x)

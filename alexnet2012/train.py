@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from . import checkpoint, comm, config, distributed
+from . import checkpoint, comm, config, distributed, faults
 from .build import build_model, input_size
 from .config import Config
 from .data.loader import build_data
@@ -86,9 +86,11 @@ def run(cfg: Config, resume: bool = False, env: distributed.Env | None = None) -
     """
     with stop_on_signals():
         if env is not None:
-            return _train(cfg, env, resume)
+            with distributed.peer_failures(env, cfg.parallel.timeout_s, cfg.run.dir):
+                return _train(cfg, env, resume)
         with distributed.session(cfg.parallel.timeout_s, cfg.train.device) as env:
-            return _train(cfg, env, resume)
+            with distributed.peer_failures(env, cfg.parallel.timeout_s, cfg.run.dir):
+                return _train(cfg, env, resume)
 
 
 class Interrupted(RuntimeError):
@@ -142,13 +144,16 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     opt = build_optimizer(ex.named_parameters(), t)
     sched = build_schedule(opt, t)
     run_dir = resolve_run_dir(cfg, env)
+    if not resume:
+        checkpoint.refuse_to_overwrite(run_dir)  # a new run never buries an old one
     state = _restore(run_dir, cfg, ex, opt, sched) if resume else RunState()
+    checked = state.step  # the loss is known finite up to here
     logger = make_logger(
         run_dir,
         config.to_dict(cfg),
         cfg.wandb,
         env.is_main,
-        resume_step=state.step if resume else None,
+        resume_step=state.step if resume or distributed.restart_count() else None,
         run_name=cfg.run.name or None,
     )
     per_epoch = data.steps_per_epoch(t.batch_size)
@@ -157,24 +162,27 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     bar = progress(env.is_main, total, state.step)
     model.train()
     state.restart_clock()
+    faults.start(env.rank)  # fault injection (tests); a no-op unless ALEXNET2012_FAULT is set
     while state.step < total:
         epoch, start = divmod(state.step, per_epoch)
         for x, y in data.train_batches(epoch, t.batch_size, cfg.seed, start=start):
             set_dropout_step(model, state.step, cfg.seed)  # masks depend on (seed, step) only
             with _autocast(cfg, dev):
                 out = forward(_layout(x, cfg))
-                loss = ex.loss(out, y)
+                loss = faults.loss(ex.loss(out, y), state.step + 1, env.rank)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             state.add(loss.detach().float(), out, y, ex.holds_logits)
             state.step += 1
+            faults.after_step(state.step, env.rank)
             bar.update(1)
             end_of_epoch = state.step % per_epoch == 0 or state.step == total
             save_now = t.checkpoint_every and state.step % t.checkpoint_every == 0
             if state.step % max(t.log_every, 1) == 0 or end_of_epoch or save_now:
                 metrics = state.flush(ex, opt, t.batch_size)
-                _check_finite(metrics, state.step)  # before anything non-finite is saved
+                _check_finite(metrics, checked, state.step, run_dir)  # before any save
+                checked = state.step
                 logger.log(metrics, state.step)
                 bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
             if save_now and not end_of_epoch:
@@ -213,11 +221,15 @@ def _uncounted(group, fn, *args):
         group.wait_s.clear(), group.wait_s.update(wait)
 
 
-def _check_finite(metrics: dict, step: int) -> None:
-    if not math.isfinite(metrics["train/loss"]):
+def _check_finite(metrics: dict, checked: int, step: int, run_dir) -> None:
+    """TrainingError naming the steps if the loss of steps ``checked+1..step`` is not finite."""
+    loss = metrics["train/loss"]
+    if not math.isfinite(loss):
+        steps = f"at step {step}" if step == checked + 1 else f"in steps {checked + 1}-{step}"
         raise TrainingError(
-            f"training loss became {metrics['train/loss']} by step {step}; the last good "
-            "checkpoint is kept. Lower train.lr or check the data, then --resume."
+            f"training loss became {loss} {steps}; stopped before saving it, the last good "
+            f"checkpoint in {run_dir} is kept. Lower train.lr or check the data, then "
+            f"continue with: alexnet2012 train --resume {run_dir} train.lr=..."
         )
 
 
@@ -234,19 +246,24 @@ def _payload(cfg, ex, opt, sched, state) -> dict:
 
 def _save(run_dir, cfg, ex, opt, sched, state, env) -> None:
     payload = _payload(cfg, ex, opt, sched, state)  # every rank takes part in the gather
+    bad = [k for k, v in payload["model"].items() if not torch.isfinite(v).all()]
+    if bad:  # every rank holds the whole state, so all ranks stop here together
+        raise TrainingError(
+            f"weights {bad[0]} became non-finite by step {state.step}; not saved, the last "
+            f"good checkpoint in {run_dir} is kept. Lower train.lr, then --resume {run_dir}"
+        )
     if env.is_main:
         checkpoint.save(run_dir, payload, state.step)
 
 
 def _restore(run_dir, cfg, ex, opt, sched) -> RunState:
-    payload, path = checkpoint.load_latest(run_dir)
-    if payload is None:
-        raise checkpoint.CheckpointError(f"{run_dir}: no checkpoint to resume from")
-    saved = config.from_dict(payload["config"])
-    if config.to_dict(saved)["model"] != config.to_dict(cfg)["model"]:
+    payload, path = checkpoint.load_for_resume(run_dir)
+    was = config.to_dict(config.from_dict(payload["config"]))["model"]
+    now = config.to_dict(cfg)["model"]
+    if diff := [f"model.{k}={was[k]!r} there, {now[k]!r} now" for k in now if was[k] != now[k]]:
         raise checkpoint.CheckpointError(
-            f"{path}: written by a run with another model config; resume with that run's "
-            "config (its config.yaml) or start a new run.dir"
+            f"{path}: written by a run with another architecture ({'; '.join(diff)}); resume "
+            "with that run's config (drop the model.* overrides) or start a new run.dir"
         )
     ex.load_canonical(payload["model"])
     load_optimizer_state_by_name(opt, ex.local_by_name(payload["optimizer"]))

@@ -1,11 +1,11 @@
 """Find and load Fashion-MNIST: 60,000 training and 10,000 test images, 28x28 grey, 10 classes.
 
-Where the four IDX files are looked for, in order:
+Where the four IDX files are looked for: only in ``data.root`` when it is set (also its
+``FashionMNIST/raw`` subfolder, torchvision's layout), so a wrong path is an error rather than a
+silent switch to another copy; otherwise, in order:
 
-1. the configured folder (``data.root``; also its ``FashionMNIST/raw`` subfolder, torchvision's
-   layout),
-2. ``/usr/share/datasets/fashion-mnist`` (Debian: ``apt-get install -y dataset-fashion-mnist``),
-3. ``~/.cache/alexnet2012/fashion-mnist``, downloading there with torchvision only when the
+1. ``/usr/share/datasets/fashion-mnist`` (Debian: ``apt-get install -y dataset-fashion-mnist``),
+2. ``~/.cache/alexnet2012/fashion-mnist``, downloading there with torchvision only when the
    download server can be reached.
 """
 
@@ -89,18 +89,40 @@ def download(cache: Path) -> dict[str, Path] | None:
     return find_files(cache)
 
 
+def _root_problem(folder: Path) -> str:
+    """What is wrong with a ``data.root`` that :func:`find_files` did not accept."""
+    if not folder.is_dir():
+        return "no such folder"
+    missing = [n for n in FILES.values() if not any(folder.glob(f"{n}*"))]
+    if len(missing) == len(FILES):
+        return "holds none of the four Fashion-MNIST IDX files"
+    return f"lacks {', '.join(f'{n}[.gz]' for n in missing)}"
+
+
 def locate(root: str | Path = "", system_dir: Path = SYSTEM_DIR, cache: Path = CACHE_DIR):
-    """The paths of the four IDX files, trying the three places in the module docstring."""
+    """The paths of the four IDX files, from the places the module docstring lists.
+
+    A ``root`` that is given but does not hold the files is an error: the run never falls back
+    to another copy of the data behind the user's back.
+    """
+    names = ", ".join(f"{n}[.gz]" for n in FILES.values())
+    if root:
+        folder = Path(root).expanduser()
+        if (found := find_files(folder)) is not None:
+            return found
+        raise DataError(
+            f"data.root {folder}: {_root_problem(folder)} (looked for {names} there and in "
+            f"its FashionMNIST/raw). Set data.root to the folder holding them, or leave "
+            f"data.root empty to use the Debian package (apt-get install -y "
+            f"dataset-fashion-mnist, into {system_dir}) or a download into {cache}."
+        )
     tried = []
-    for folder in ([Path(root).expanduser()] if root else []) + [system_dir, cache]:
+    for folder in (system_dir, cache):
         tried.append(str(folder))
         if (found := find_files(folder)) is not None:
             return found
-        if root and len(tried) == 1:
-            log.warning("data.root %s holds no Fashion-MNIST IDX files; looking elsewhere", root)
     if (found := download(cache)) is not None:
         return found
-    names = ", ".join(f"{n}[.gz]" for n in FILES.values())
     raise DataError(
         f"Fashion-MNIST not found (looked for {names} in {', '.join(tried)}). Any one of these "
         f"works: (1) set data.root to a folder holding the four IDX files; (2) install the "

@@ -77,33 +77,50 @@ class Data(ABC):
             f"{self.num_classes} classes, {self.in_channels}x{self.input_size}x{self.input_size})"
         )
 
-    def steps_per_epoch(self, batch_size: int) -> int:
-        """Full training batches per epoch (the last partial batch is dropped)."""
-        return self.train_size // batch_size
+    def steps_per_epoch(self, batch_size: int, replicas: int = 1) -> int:
+        """Full training batches per epoch (the last partial batch is dropped).
+
+        With ``replicas`` data-parallel tower pairs a step takes ``batch_size`` images on each.
+        """
+        return self.train_size // (batch_size * replicas)
 
     def train_batches(
-        self, epoch: int, batch_size: int, seed: int, start: int = 0
+        self, epoch: int, batch_size: int, seed: int, start: int = 0, shard: tuple = (0, 1)
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(x (B, C, S, S) float32, y (B,) int64) on the device, from batch ``start`` on."""
-        steps = self.steps_per_epoch(batch_size)
+        """(x (B, C, S, S) float32, y (B,) int64) on the device, from batch ``start`` on.
+
+        ``shard=(i, k)``: replica i of k data-parallel replicas gets rows ``[i*B, (i+1)*B)`` of
+        each global batch of ``k*B`` images, so the replicas' shards are disjoint and together
+        are the batch one replica would see at ``k*B``. Both towers of a pair pass the same
+        shard and so get the same images and augmentation.
+        """
+        index, count = shard
+        steps = self.steps_per_epoch(batch_size, count)
         if steps == 0:
             raise DataError(
                 f"{self.name}: {self.train_size} training images make no full batch of "
-                f"{batch_size}; lower train.batch_size or use more images"
+                f"{batch_size * count}; lower train.batch_size or use more images"
             )
         order = torch.randperm(self.train_size, generator=generator(STREAM_ORDER, seed, epoch))
-        chunks = ((i, order[i * batch_size : (i + 1) * batch_size]) for i in range(start, steps))
+        size = batch_size * count
+        chunks = (
+            (i, order[i * size : (i + 1) * size][index * batch_size : (index + 1) * batch_size])
+            for i in range(start, steps)
+        )
         for i, (x, y) in self._pipeline("train", chunks):
-            yield self._augment(x, generator(STREAM_AUGMENT, seed, epoch, i)), y
+            parts = (seed, epoch, i) if count == 1 else (seed, epoch, i, index)
+            yield self._augment(x, generator(STREAM_AUGMENT, *parts)), y
 
     def eval_batches(
-        self, batch_size: int, ten_view: bool = False
+        self, batch_size: int, ten_view: bool = False, shard: tuple = (0, 1)
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Test batches in order: (x (B, C, S, S), y), or (views (10, B, C, S, S), y)."""
-        chunks = (
-            (lo, torch.arange(lo, min(lo + batch_size, self.test_size)))
-            for lo in range(0, self.test_size, batch_size)
-        )
+        """Test batches in order: (x (B, C, S, S), y), or (views (10, B, C, S, S), y).
+
+        ``shard=(i, k)``: replica i of k takes every k-th batch, starting at batch i.
+        """
+        index, count = shard
+        starts = range(index * batch_size, self.test_size, batch_size * count)
+        chunks = ((lo, torch.arange(lo, min(lo + batch_size, self.test_size))) for lo in starts)
         for _, (x, y) in self._pipeline("test", chunks):
             yield self._views(x, ten_view), y
 

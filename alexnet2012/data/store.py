@@ -74,6 +74,11 @@ class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
         meta = self.root / META
+        if str(root) and not self.root.is_dir():
+            raise DataError(
+                f"data.root {self.root}: no such folder; set data.root to the folder that "
+                "`alexnet2012 prepare SRC DST` wrote (DST)"
+            )
         if not meta.is_file():
             if (self.root / PROGRESS).is_file():
                 raise DataError(
