@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
@@ -52,7 +52,9 @@ class Env:
     local_rank: int
     device: torch.device
     backend: str  # "nccl", "gloo", or "none" for one process
-    group: comm.TowerGroup
+    group: comm.TowerGroup  # this rank's tower pair
+    data: comm.TowerGroup = field(default_factory=comm.single)  # this tower's replicas
+    world: comm.TowerGroup = field(default_factory=comm.single)  # every rank
 
     @property
     def is_main(self) -> bool:
@@ -60,18 +62,27 @@ class Env:
 
 
 def check_world_size(world_size: int) -> None:
-    """1 (one process) or 2 (one tower pair); anything else raises :class:`DistributedError`."""
-    if world_size in (1, 2):
+    """1 (one process), 2 (one tower pair) or 2k (k data-parallel replicas of the pair)."""
+    if world_size == 1 or (world_size >= 2 and world_size % 2 == 0):
         return
-    if world_size < 1 or world_size % 2:
-        raise DistributedError(
-            f"model parallelism needs 2 ranks per tower pair, but WORLD_SIZE={world_size}; "
-            f"launch two processes with `{TORCHRUN}`, or one without torchrun"
-        )
     raise DistributedError(
-        f"WORLD_SIZE={world_size}: data parallelism across tower pairs is not available yet; "
-        f"run one tower pair with `{TORCHRUN}`"
+        f"model parallelism needs 2 ranks per tower pair, but WORLD_SIZE={world_size}; "
+        f"launch an even number of processes, e.g. `{TORCHRUN}`, or one without torchrun"
     )
+
+
+def mesh_env(rank: int, world_size: int, local_rank: int, device, backend: str) -> Env:
+    """The Env of an initialised process group: a (data, tower) device mesh when there are
+    several tower pairs (ranks 2i and 2i+1 form pair i), else the whole group is one pair."""
+    world = comm.world()
+    if world_size <= 2:
+        return Env(rank, world_size, local_rank, device, backend, world, comm.single(), world)
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(device.type, (world_size // 2, 2), mesh_dim_names=("data", "tower"))
+    tower = comm.TowerGroup(mesh.get_group("tower"), mesh.get_local_rank("tower"), 2)
+    data = comm.TowerGroup(mesh.get_group("data"), mesh.get_local_rank("data"), world_size // 2)
+    return Env(rank, world_size, local_rank, device, backend, tower, data, world)
 
 
 def _env_int(name: str, default: int | None = None) -> int:
@@ -164,7 +175,7 @@ def setup(timeout_s: int, device_pref: str) -> Env:
             f"rank {rank}: could not join the other rank ({_gist(e)}; parallel.timeout_s="
             f"{timeout_s}); start both ranks together, e.g. with `{TORCHRUN}`"
         ) from e
-    env = Env(rank, world_size, local_rank, device, backend, comm.world())
+    env = mesh_env(rank, world_size, local_rank, device, backend)
     log.info("rank %d/%d on %s (%s), tower %d", rank, world_size, device, backend, env.group.rank)
     return env
 
@@ -179,7 +190,7 @@ def init_for_test(rank: int, world_size: int, init_file: str, timeout_s: int = 3
         world_size=world_size,
         timeout=timedelta(seconds=timeout_s),
     )
-    return Env(rank, world_size, rank, torch.device("cpu"), "gloo", comm.world())
+    return mesh_env(rank, world_size, rank, torch.device("cpu"), "gloo")
 
 
 def teardown() -> None:

@@ -109,6 +109,8 @@ def resolve_run_dir(cfg, env) -> Path:
 
 
 class _Quiet:
+    quiet = True
+
     def update(self, n=1):
         pass
 

@@ -48,7 +48,8 @@ def evaluate(ex: Execution, data, cfg: Config, ten_view: bool = False) -> dict[s
     ex.model.eval()
     acc = torch.zeros(4, device=data.device)  # loss sum, top-1 right, top-5 right, images
     with torch.no_grad(), _autocast(cfg, data.device):
-        for x, y in data.eval_batches(cfg.train.batch_size, ten_view=ten_view):
+        shard = (ex.data.rank, ex.data.size)
+        for x, y in data.eval_batches(cfg.train.batch_size, ten_view, shard):
             views = x if ten_view else x.unsqueeze(0)
             probs = None
             for v in views:
@@ -128,7 +129,7 @@ def _stop_requested(env, step: int) -> bool:
     if step % 10:
         return False
     flag = torch.tensor([float(bool(_STOP["signal"]))], device=env.device)
-    return comm.all_reduce_sum(flag, env.group).item() > 0
+    return comm.all_reduce_sum(flag, env.world).item() > 0
 
 
 def _train(cfg: Config, env, resume: bool) -> dict:
@@ -136,10 +137,12 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     dev, t = env.device, cfg.train
     data = build_data(cfg, input_size(cfg), dev)
     model = build_model(cfg, data.num_classes, data.in_channels)  # whole net, one seed
-    ex = Execution(model, env.group, cfg.parallel.fc8, cfg.parallel.overlap)  # this rank's tower
+    # this rank keeps its tower's slices; its gradients are averaged over the tower's replicas
+    ex = Execution(model, env.group, cfg.parallel.fc8, cfg.parallel.overlap, env.data)
     model.to(dev)
     if t.channels_last:
         model.to(memory_format=torch.channels_last)
+    ex.replicate()
     forward = torch.compile(ex.forward) if t.compile else ex.forward
     opt = build_optimizer(ex.named_parameters(), t)
     sched = build_schedule(opt, t)
@@ -156,7 +159,8 @@ def _train(cfg: Config, env, resume: bool) -> dict:
         resume_step=state.step if resume or distributed.restart_count() else None,
         run_name=cfg.run.name or None,
     )
-    per_epoch = data.steps_per_epoch(t.batch_size)
+    per_epoch = data.steps_per_epoch(t.batch_size, env.data.size)
+    shard = (env.data.rank, env.data.size)  # both towers of a pair read the same shard
     total = per_epoch * t.epochs if not t.max_steps else min(t.max_steps, per_epoch * t.epochs)
     env.group.reset_counters()
     bar = progress(env.is_main, total, state.step)
@@ -165,7 +169,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     faults.start(env.rank)  # fault injection (tests); a no-op unless ALEXNET2012_FAULT is set
     while state.step < total:
         epoch, start = divmod(state.step, per_epoch)
-        for x, y in data.train_batches(epoch, t.batch_size, cfg.seed, start=start):
+        for x, y in data.train_batches(epoch, t.batch_size, cfg.seed, start, shard):
             set_dropout_step(model, state.step, cfg.seed)  # masks depend on (seed, step) only
             with _autocast(cfg, dev):
                 out = forward(_layout(x, cfg))
@@ -185,6 +189,12 @@ def _train(cfg: Config, env, resume: bool) -> dict:
                 checked = state.step
                 logger.log(metrics, state.step)
                 bar.set_postfix(loss=f"{metrics['train/loss']:.3f}")
+                if getattr(bar, "quiet", False) and env.is_main:  # no terminal: plain lines
+                    log.info(
+                        "step %d/%d  loss %.4f  top-1 err %.4f  %.0f img/s",
+                        state.step, total, metrics["train/loss"], metrics["train/top1_err"],
+                        metrics["train/images_per_s"],
+                    )  # fmt: skip
             if save_now and not end_of_epoch:
                 _save(run_dir, cfg, ex, opt, sched, state, env)
             if _stop_requested(env, state.step):
@@ -202,6 +212,10 @@ def _train(cfg: Config, env, resume: bool) -> dict:
         if state.step % per_epoch == 0:
             sched.step(val["val/top1_err"])
         logger.log({**val, "epoch": state.step / per_epoch}, state.step)
+        if env.is_main:
+            log.info("epoch %.2f  val loss %.4f  val top-1 err %.4f  top-5 err %.4f",
+                     state.step / per_epoch, val["val/loss"], val["val/top1_err"],
+                     val["val/top5_err"])  # fmt: skip
         _save(run_dir, cfg, ex, opt, sched, state, env)
         state.restart_clock()
     bar.close()
@@ -282,7 +296,7 @@ def _summary(cfg, env, ex, data, state, opt) -> dict:
     params = ex.model.parameters()
     mine = [ex.param_bytes(), peak_memory(env.device), sum(p.numel() for p in params)]
     mine = torch.tensor([mine], dtype=torch.float64, device=env.device)
-    per_rank = comm.all_gather_cat(mine, env.group, 0).tolist()  # one row per rank
+    per_rank = comm.all_gather_cat(mine, env.world, 0).tolist()  # one row per rank
     sent, steps = env.group.bytes_sent, max(state.steps_run, 1)
     out.update(state.summary(cfg.train.batch_size))
     out.update({

@@ -213,13 +213,6 @@ def test_setup_rejects_odd_world_size(monkeypatch, world_size):
     assert isinstance(err.value, ValueError) and not dist.is_initialized()
 
 
-def test_setup_rejects_data_parallel_sizes(monkeypatch):
-    torchrun_env(monkeypatch, 4)
-    with pytest.raises(distributed.DistributedError, match="data parallelism.*not available"):
-        distributed.setup(5, "cpu")
-    assert not dist.is_initialized()
-
-
 def test_setup_without_torchrun_is_one_process(monkeypatch):
     for k in (*TORCHRUN_VARS, "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)

@@ -48,9 +48,11 @@ def test_compare_writes_table_groups_paper_and_plots(runs, tmp_path, capsys):
     text, printed = (out / "report.md").read_text(), capsys.readouterr().out
     for d in runs:
         s = json.loads((d / "summary.json").read_text())
-        pct = [f"{s[k] * 100:.2f}" for k in ("test/top1_err", "test/top5_err",
-                                               "test10/top1_err", "test10/top5_err")]  # fmt: skip
-        row = f"| {d.name} | alexnet2012 | original | 1 | {' | '.join(pct)} | "
+        acc = f"{(1 - s['test/top1_err']) * 100:.2f}"
+        err = [f"{s[k] * 100:.2f}" for k in ("test/top1_err", "test/top5_err")]
+        ten = [f"{s[k] * 100:.2f}" for k in ("test10/top1_err", "test10/top5_err")]
+        cells = [acc, *err, f"{s['test/loss']:.4f}", *ten]
+        row = f"| {d.name} | alexnet2012 | original | 1 | {' | '.join(cells)} | "
         assert row in text and row in printed
         assert f"| {s['images_per_s']:.1f} | {s['params_per_rank'][0]:,} |" in text
     top1 = [json.loads((d / "summary.json").read_text())["test/top1_err"] * 100 for d in runs]

@@ -56,15 +56,19 @@ def _has_ten_view(runs: list[Run]) -> bool:
 def run_table(runs: list[Run]) -> list[str]:
     """The per-run Markdown table; errors in %, memory in MiB, exchanges in MB (10^6 bytes)."""
     ten = _has_ten_view(runs)
-    header = ["run", "model", "preset", "world size", "top-1 %", "top-5 %"]
+    header = ["run", "model", "preset", "world size", "accuracy %", "top-1 err %", "top-5 err %"]
+    header += ["test loss"]
     header += ["10-view top-1 %", "10-view top-5 %"] if ten else []
     header += ["wall s", "images/s", "params per rank", "peak MiB per rank", "MB exchanged/step"]
     rows = []
     for r in runs:
         s, m = r.summary, r.config.get("model", {})
-        row = [r.name, str(s.get("model", m.get("name", "-"))),
-               str(s.get("preset", m.get("preset", "-"))), str(s.get("world_size", "-")),
-               _pct(s, "test/top1_err"), _pct(s, "test/top5_err")]  # fmt: skip
+        model = str(s.get("model", m.get("name", "-")))
+        preset = str(s.get("preset", m.get("preset", "-"))) if model == "alexnet2012" else "-"
+        acc = f"{100 * (1 - s['test/top1_err']):.2f}" if "test/top1_err" in s else "-"
+        loss = f"{s['test/loss']:.4f}" if "test/loss" in s else "-"
+        row = [r.name, model, preset, str(s.get("world_size", "-")), acc,
+               _pct(s, "test/top1_err"), _pct(s, "test/top5_err"), loss]  # fmt: skip
         if ten:
             row += [_pct(s, "test10/top1_err"), _pct(s, "test10/top5_err")]
         row += [

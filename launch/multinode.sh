@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Many tower pairs: data parallelism across pairs of GPUs, on torchrun's rendezvous.
+# Run this on every node, with the same MASTER_ADDR (the first node) and NNODES:
+#
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=node0 bash launch/multinode.sh --config configs/imagenet_2012.yaml data.root=/data/store
+#   NNODES=2 NODE_RANK=1 MASTER_ADDR=node0 bash launch/multinode.sh --config configs/imagenet_2012.yaml data.root=/data/store
+#
+# World size 2k means k replicas of the tower pair: ranks 2i and 2i+1 are pair i (same node, so
+# the activation exchanges stay on NVLink), each tower's gradients are averaged over the k
+# replicas by DDP, and each replica reads its own shard of every global batch of k x
+# train.batch_size images.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GPUS=${GPUS_PER_NODE:-8}
+exec torchrun \
+  --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --nproc_per_node="$GPUS" \
+  --rdzv_backend=c10d --rdzv_endpoint="${MASTER_ADDR:-localhost}:${MASTER_PORT:-29500}" \
+  --rdzv_id="${RDZV_ID:-alexnet2012}" --max-restarts="${MAX_RESTARTS:-3}" \
+  -m alexnet2012 train "$@"
