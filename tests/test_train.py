@@ -40,7 +40,7 @@ def probe_logits(state_dict, cfg):
 
 def _train_two_ranks(rank, run_dir, extra):
     cfg = cfg_for(run_dir, *extra)
-    env = distributed.Env(rank, 2, rank, torch.device("cpu"), "gloo", comm.world())
+    env = distributed.mesh_env(rank, 2, rank, torch.device("cpu"), "gloo")
     return train.run(cfg, env=env)
 
 
