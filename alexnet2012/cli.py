@@ -1,7 +1,7 @@
 """Command line: ``alexnet2012 <command> ...`` (also ``python -m alexnet2012``).
 
     alexnet2012 train --config configs/debug.yaml train.max_steps=20 seed=7 run.dir=runs/dbg
-    alexnet2012 train --resume runs/dbg train.epochs=3
+    alexnet2012 train --resume runs/dbg train.max_steps=40
     torchrun --standalone --nproc_per_node=2 -m alexnet2012 train --config configs/debug.yaml
     alexnet2012 summary --config configs/imagenet.yaml
     alexnet2012 prepare /data/ILSVRC2012 /data/ilsvrc2012-256

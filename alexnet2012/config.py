@@ -187,7 +187,7 @@ def parse_override(text: str) -> dict:
     return out
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, keep_extends: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -197,7 +197,8 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys")
-    data.pop("extends", None)
+    if not keep_extends:
+        data.pop("extends", None)
     return data
 
 
@@ -214,14 +215,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 
 
 def _yaml_chain(path: Path, seen: tuple = ()) -> list[dict]:
+    """The file and the files it ``extends`` (relative to it), base first."""
     if path.resolve() in seen:
         raise ConfigError(f"config file {path} extends itself")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
-    base = raw.get("extends") if isinstance(raw, dict) else None
-    chain = _yaml_chain(path.parent / base, (*seen, path.resolve())) if base else []
-    return [*chain, load_yaml(path)]
+    raw = load_yaml(path, keep_extends=True)
+    base = raw.pop("extends", None)
+    chain = _yaml_chain(path.parent / str(base), (*seen, path.resolve())) if base else []
+    return [*chain, raw]
 
 
 def from_dict(data: dict) -> Config:

@@ -71,17 +71,22 @@ def check_world_size(world_size: int) -> None:
     )
 
 
-def mesh_env(rank: int, world_size: int, local_rank: int, device, backend: str) -> Env:
-    """The Env of an initialised process group: a (data, tower) device mesh when there are
-    several tower pairs (ranks 2i and 2i+1 form pair i), else the whole group is one pair."""
+def mesh_env(
+    rank: int, world_size: int, local_rank: int, device, backend: str, timeout_s=60
+) -> Env:
+    """The Env of an initialised process group: a (data, tower) mesh of k x 2 ranks when there
+    are several tower pairs (ranks 2i and 2i+1 form pair i; ranks t, t+2, ... are tower t's
+    replicas), else the whole group is one pair. The groups get the run's short timeout."""
     world = comm.world()
     if world_size <= 2:
         return Env(rank, world_size, local_rank, device, backend, world, comm.single(), world)
-    from torch.distributed.device_mesh import init_device_mesh
-
-    mesh = init_device_mesh(device.type, (world_size // 2, 2), mesh_dim_names=("data", "tower"))
-    tower = comm.TowerGroup(mesh.get_group("tower"), mesh.get_local_rank("tower"), 2)
-    data = comm.TowerGroup(mesh.get_group("data"), mesh.get_local_rank("data"), world_size // 2)
+    k, timeout = world_size // 2, timedelta(seconds=timeout_s)
+    pairs = [[2 * i, 2 * i + 1] for i in range(k)]  # the tower axis of the mesh
+    replicas = [list(range(t, world_size, 2)) for t in range(2)]  # the data axis
+    tower_pg, _ = dist.new_subgroups_by_enumeration(pairs, timeout=timeout)
+    data_pg, _ = dist.new_subgroups_by_enumeration(replicas, timeout=timeout)
+    tower = comm.TowerGroup(tower_pg, rank % 2, 2)
+    data = comm.TowerGroup(data_pg, rank // 2, k)
     return Env(rank, world_size, local_rank, device, backend, tower, data, world)
 
 
@@ -175,7 +180,7 @@ def setup(timeout_s: int, device_pref: str) -> Env:
             f"rank {rank}: could not join the other rank ({_gist(e)}; parallel.timeout_s="
             f"{timeout_s}); start both ranks together, e.g. with `{TORCHRUN}`"
         ) from e
-    env = mesh_env(rank, world_size, local_rank, device, backend)
+    env = mesh_env(rank, world_size, local_rank, device, backend, timeout_s)
     log.info("rank %d/%d on %s (%s), tower %d", rank, world_size, device, backend, env.group.rank)
     return env
 
@@ -190,7 +195,7 @@ def init_for_test(rank: int, world_size: int, init_file: str, timeout_s: int = 3
         world_size=world_size,
         timeout=timedelta(seconds=timeout_s),
     )
-    return mesh_env(rank, world_size, rank, torch.device("cpu"), "gloo")
+    return mesh_env(rank, world_size, rank, torch.device("cpu"), "gloo", timeout_s)
 
 
 def teardown() -> None:

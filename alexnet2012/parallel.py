@@ -142,6 +142,7 @@ class Execution:
         tower, outputs summed), the exchange running while the own part is computed."""
         r = self.group.rank
         w = block.weight.chunk(2, dim=1)  # input columns of tower 0, of tower 1
+        x = block.pre(x)
         buf, pending = comm.swap_start(x, self.group, block.name)
         own = block.op(x, w[r], block.bias)
         peer = comm.swap_finish(buf, pending)

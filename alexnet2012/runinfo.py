@@ -39,6 +39,7 @@ class RunState:
         self.window = torch.zeros(4)  # loss sum, top-1 right, top-5 right, images (log window)
         self.best_val = float("inf")
         self.last_val: dict = {}
+        self.last_val_step = -1
         self.train_time = 0.0  # seconds spent in training steps (evaluation excluded)
         self._tick = time.perf_counter()
         self._window_steps = 0
@@ -48,7 +49,7 @@ class RunState:
             self.window = self.window.to(loss.device)
         if holds_logits:
             c1, c5 = correct_counts(logits.detach(), y)
-            n = y.new_tensor(len(y), dtype=torch.float32)
+            n = torch.full_like(c1, len(y))  # no host-to-device copy
             self.window += torch.stack([loss * len(y), c1, c5, n])
         self.steps_run += 1
         self._window_steps += 1
@@ -73,9 +74,11 @@ class RunState:
             "train/step_time_s": elapsed / steps,
         }
 
-    def epoch_done(self, val: dict) -> None:
-        self.last_val = dict(val)
-        self.best_val = min(self.best_val, val["val/top1_err"])
+    def epoch_done(self, val: dict, at_epoch_end: bool = True) -> None:
+        """Record an evaluation; only those at an epoch's end count towards the best."""
+        self.last_val, self.last_val_step = dict(val), self.step
+        if at_epoch_end:
+            self.best_val = min(self.best_val, val["val/top1_err"])
 
     def summary(self, batch_size: int) -> dict:
         images, t = self.steps_run * batch_size, self.train_time
@@ -89,11 +92,13 @@ class RunState:
 
     def state_dict(self) -> dict:
         return {"step": self.step, "window": self.window.cpu(), "best_val": self.best_val,
-                "last_val": self.last_val, "window_steps": self._window_steps}  # fmt: skip
+                "last_val": self.last_val, "window_steps": self._window_steps,
+                "last_val_step": self.last_val_step}  # fmt: skip
 
     def load_state_dict(self, s: dict) -> None:
         self.step, self.best_val, self.last_val = s["step"], s["best_val"], s["last_val"]
         self.window, self._window_steps = s["window"].clone(), s["window_steps"]
+        self.last_val_step = s.get("last_val_step", -1)
 
 
 def resolve_run_dir(cfg, env) -> Path:
@@ -101,7 +106,7 @@ def resolve_run_dir(cfg, env) -> Path:
     name = cfg.run.dir
     if not name:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = comm.broadcast_object(f"runs/{cfg.model.name}-{stamp}", env.group, src=0)
+        name = comm.broadcast_object(f"runs/{cfg.model.name}-{stamp}", env.world, src=0)
     path = Path(name)
     if env.is_main:
         path.mkdir(parents=True, exist_ok=True)

@@ -167,10 +167,12 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     model.train()
     state.restart_clock()
     faults.start(env.rank)  # fault injection (tests); a no-op unless ALEXNET2012_FAULT is set
+    drop_seed = cfg.seed + 1_000_003 * env.data.rank  # replicas draw their own dropout masks
+    images = t.batch_size * env.data.size  # per step, over all replicas
     while state.step < total:
         epoch, start = divmod(state.step, per_epoch)
         for x, y in data.train_batches(epoch, t.batch_size, cfg.seed, start, shard):
-            set_dropout_step(model, state.step, cfg.seed)  # masks depend on (seed, step) only
+            set_dropout_step(model, state.step, drop_seed)  # masks: f(seed, step, replica)
             with _autocast(cfg, dev):
                 out = forward(_layout(x, cfg))
                 loss = faults.loss(ex.loss(out, y), state.step + 1, env.rank)
@@ -184,7 +186,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
             end_of_epoch = state.step % per_epoch == 0 or state.step == total
             save_now = t.checkpoint_every and state.step % t.checkpoint_every == 0
             if state.step % max(t.log_every, 1) == 0 or end_of_epoch or save_now:
-                metrics = state.flush(ex, opt, t.batch_size)
+                metrics = state.flush(ex, opt, images)
                 _check_finite(metrics, checked, state.step, run_dir)  # before any save
                 checked = state.step
                 logger.log(metrics, state.step)
@@ -197,18 +199,14 @@ def _train(cfg: Config, env, resume: bool) -> dict:
                     )  # fmt: skip
             if save_now and not end_of_epoch:
                 _save(run_dir, cfg, ex, opt, sched, state, env)
+            if end_of_epoch:
+                break
             if _stop_requested(env, state.step):
                 if not save_now:
                     _save(run_dir, cfg, ex, opt, sched, state, env)
-                logger.close()
-                raise Interrupted(
-                    f"stopped by a signal at step {state.step}; checkpoint saved in {run_dir}. "
-                    f"Continue with: alexnet2012 train --resume {run_dir}"
-                )
-            if end_of_epoch:
-                break
+                _interrupted(logger, state, run_dir)
         val = _uncounted(env.group, evaluate, ex, data, cfg)  # end of an epoch, or the last step
-        state.epoch_done(val)
+        state.epoch_done(val, at_epoch_end=state.step % per_epoch == 0)
         if state.step % per_epoch == 0:
             sched.step(val["val/top1_err"])
         logger.log({**val, "epoch": state.step / per_epoch}, state.step)
@@ -217,12 +215,22 @@ def _train(cfg: Config, env, resume: bool) -> dict:
                      state.step / per_epoch, val["val/loss"], val["val/top1_err"],
                      val["val/top5_err"])  # fmt: skip
         _save(run_dir, cfg, ex, opt, sched, state, env)
+        if state.step < total and _stop_requested(env, state.step):
+            _interrupted(logger, state, run_dir)
         state.restart_clock()
     bar.close()
     summary = _summary(cfg, env, ex, data, state, opt)
     logger.summary(summary)
     logger.close()
     return summary
+
+
+def _interrupted(logger, state, run_dir):
+    logger.close()
+    raise Interrupted(
+        f"stopped by a signal at step {state.step}; checkpoint saved in {run_dir}. "
+        f"Continue with: alexnet2012 train --resume {run_dir}"
+    )
 
 
 def _uncounted(group, fn, *args):
@@ -255,6 +263,8 @@ def _payload(cfg, ex, opt, sched, state) -> dict:
         "schedule": sched.state_dict(),
         "state": state.state_dict(),
         "step": state.step,
+        "rng": torch.get_rng_state(),  # the baselines' nn.Dropout draws from it
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
@@ -284,6 +294,9 @@ def _restore(run_dir, cfg, ex, opt, sched) -> RunState:
     sched.load_state_dict(payload["schedule"])
     state = RunState()
     state.load_state_dict(payload["state"])
+    torch.set_rng_state(payload["rng"])
+    if payload["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
     log.info("resumed from %s at step %d", path, state.step)
     return state
 
@@ -291,14 +304,17 @@ def _restore(run_dir, cfg, ex, opt, sched) -> RunState:
 def _summary(cfg, env, ex, data, state, opt) -> dict:
     out = {}
     for views in (False, True) if cfg.data.ten_view else (False,):
-        res = _uncounted(env.group, evaluate, ex, data, cfg, views)  # the full test set
+        if not views and state.last_val_step == state.step:  # the last evaluation is current
+            res = state.last_val
+        else:
+            res = _uncounted(env.group, evaluate, ex, data, cfg, views)  # the full test set
         out.update({("test10/" if views else "test/") + k.split("/")[1]: v for k, v in res.items()})
     params = ex.model.parameters()
     mine = [ex.param_bytes(), peak_memory(env.device), sum(p.numel() for p in params)]
     mine = torch.tensor([mine], dtype=torch.float64, device=env.device)
     per_rank = comm.all_gather_cat(mine, env.world, 0).tolist()  # one row per rank
     sent, steps = env.group.bytes_sent, max(state.steps_run, 1)
-    out.update(state.summary(cfg.train.batch_size))
+    out.update(state.summary(cfg.train.batch_size * env.data.size))
     out.update({
         "model": cfg.model.name, "preset": cfg.model.preset, "world_size": env.world_size,
         "params_total": sum(math.prod(s) for s in ex.full_shapes.values()),
