@@ -56,8 +56,6 @@ def lrn(x, size: int, alpha: float, beta: float, k: float):
 class CrossLRN(nn.Module):
     """Caffe's LRN: the window runs over all channels, across the tower boundary (spec §5)."""
 
-    crosses_towers = True
-
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0):
         super().__init__()
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k

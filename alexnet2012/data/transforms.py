@@ -19,15 +19,6 @@ ILSVRC2012_PCA_EIGVECS = (
     (-0.816981, -0.023542, -0.576184),
     (0.397311, 0.701196, -0.592003),
 )
-# spec §3: the fb.resnet.torch constants (images in [0, 1]; eigenvalues = variances, descending,
-# eigenvectors as columns). Kept for comparison; the loader uses the [C14] set above.
-FB_RESNET_EIGVAL = (0.2175, 0.0188, 0.0045)
-FB_RESNET_EIGVEC = (
-    (-0.5675, 0.7192, 0.4009),
-    (-0.5808, -0.0045, -0.8140),
-    (-0.5836, -0.6948, 0.4203),
-)
-ILSVRC2012_MEAN_RGB = (127.30, 119.72, 104.91)  # spec §3: per-channel mean of the mean image
 COLOUR_NOISE_STD = 0.1  # [P] §4.1: alpha ~ N(0, 0.1); [C12] colour-noise coefficient 0.1
 C12_CROP_CHUNK = 32  # spec §1.3: [C12] draws one crop offset and flip per chunk of 32 images
 
