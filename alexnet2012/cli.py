@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except RuntimeError as e:  # a run that stopped: a signal, a non-finite loss, a lost peer
         from .distributed import PeerError
-        from .train import Interrupted, TrainingError
+        from .stopping import Interrupted
+        from .train import TrainingError
 
         if not isinstance(e, Interrupted | TrainingError | PeerError):
             raise

@@ -12,11 +12,8 @@ ranks see the same batch and a resumed run continues exactly as an unbroken one.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import signal
-import threading
 import time
 
 import torch
@@ -34,6 +31,7 @@ from .optim import (
 )
 from .parallel import Execution
 from .runinfo import RunState, correct_counts, peak_memory, progress, resolve_run_dir
+from .stopping import Interrupted, StopVote, stop_on_signals
 from .tracking import make_logger
 
 log = logging.getLogger(__name__)
@@ -94,44 +92,6 @@ def run(cfg: Config, resume: bool = False, env: distributed.Env | None = None) -
                 return _train(cfg, env, resume)
 
 
-class Interrupted(RuntimeError):
-    """SIGINT/SIGTERM arrived; a checkpoint was written and ``--resume`` continues the run."""
-
-
-_STOP = {"signal": 0}
-
-
-@contextlib.contextmanager
-def stop_on_signals():
-    """SIGINT and SIGTERM (Ctrl-C, a scheduler's preemption) ask the loop to checkpoint and stop."""
-
-    def handler(signum, frame):
-        if _STOP["signal"]:  # a second signal: stop now
-            raise KeyboardInterrupt
-        _STOP["signal"] = signum
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    _STOP["signal"] = 0
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def _stop_requested(env, step: int) -> bool:
-    """Whether any rank was signalled; ranks agree every 10 steps so they stop together."""
-    if env.world_size == 1:
-        return bool(_STOP["signal"])
-    if step % 10:
-        return False
-    flag = torch.tensor([float(bool(_STOP["signal"]))], device=env.device)
-    return comm.all_reduce_sum(flag, env.world).item() > 0
-
-
 def _train(cfg: Config, env, resume: bool) -> dict:
     torch.manual_seed(cfg.seed)
     dev, t = env.device, cfg.train
@@ -169,6 +129,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     faults.start(env.rank)  # fault injection (tests); a no-op unless ALEXNET2012_FAULT is set
     drop_seed = cfg.seed + 1_000_003 * env.data.rank  # replicas draw their own dropout masks
     images = t.batch_size * env.data.size  # per step, over all replicas
+    vote = StopVote(env)  # ranks agree every 10 steps, so they all stop at the same step
     while state.step < total:
         epoch, start = divmod(state.step, per_epoch)
         for x, y in data.train_batches(epoch, t.batch_size, cfg.seed, start, shard):
@@ -201,7 +162,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
                 _save(run_dir, cfg, ex, opt, sched, state, env)
             if end_of_epoch:
                 break
-            if _stop_requested(env, state.step):
+            if vote.poll(state.step):
                 if not save_now:
                     _save(run_dir, cfg, ex, opt, sched, state, env)
                 _interrupted(logger, state, run_dir)
@@ -215,7 +176,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
                      state.step / per_epoch, val["val/loss"], val["val/top1_err"],
                      val["val/top5_err"])  # fmt: skip
         _save(run_dir, cfg, ex, opt, sched, state, env)
-        if state.step < total and _stop_requested(env, state.step):
+        if state.step < total and vote.now():
             _interrupted(logger, state, run_dir)
         state.restart_clock()
     bar.close()

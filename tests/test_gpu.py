@@ -9,18 +9,22 @@ early layers' gradients by 10-30% (measured with CPU bf16 autocast: fc8 1e-2, fc
 0.2-0.3), while a wrong layout or tower order leaves them uncorrelated (about 1.4).
 The batch is smooth images (7x7 noise upsampled, like upsampled Fashion-MNIST); white noise
 makes conv1's weight gradient a sum with heavy cancellation. Contiguous and channels_last.
-Skipped without CUDA. Runs under pytest, or without it (the GPU machine may lack pytest)::
+The stop vote's deferred read (pinned copy, event) is checked too. Skipped without CUDA. Runs
+under pytest, or without it (the GPU machine may lack pytest)::
 
     PYTHONPATH=. python tests/test_gpu.py
 """
 
+import signal
 import sys
 from contextlib import contextmanager
 from functools import lru_cache
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
+from alexnet2012 import comm, stopping
 from alexnet2012.model import AlexNet2012
 from alexnet2012.parallel import Execution
 
@@ -114,6 +118,25 @@ def test_cuda_bf16_autocast_close_to_cpu():
     _check(amp=True, logit_tol=5e-2, grad_tol=0.5)
 
 
+@requires_cuda
+def test_deferred_stop_vote_on_cuda():
+    """The stop vote's pinned copy and event (tests/test_stopping.py runs the two-rank logic)."""
+    env = SimpleNamespace(world_size=2, device=torch.device(DEVICE), world=comm.single())
+    vote, first = stopping.StopVote(env, every=10), None
+    assert vote.deferred
+    stopping._STOP["signal"] = 0
+    try:
+        for step in range(1, 41):
+            if step == 13:
+                stopping._STOP["signal"] = signal.SIGTERM
+            if vote.poll(step) and first is None:
+                first = step
+        assert vote._cast[0].is_pinned() and vote.now()
+    finally:
+        stopping._STOP["signal"] = 0
+    assert first == 30, first  # cast at step 20, read at step 30
+
+
 if __name__ == "__main__":
     if not torch.cuda.is_available():
         print("tests/test_gpu.py: CUDA is not available here; skipped")
@@ -122,5 +145,7 @@ if __name__ == "__main__":
     with _strict_fp32():
         report = _check(amp=False, logit_tol=1e-3, grad_tol=1e-3)
     report += _check(amp=True, logit_tol=5e-2, grad_tol=0.5)
+    test_deferred_stop_vote_on_cuda()
+    report.append("deferred stop vote on CUDA: read one period late, from pinned memory")
     print("\n".join(report))
     print("tests/test_gpu.py: passed")

@@ -1,0 +1,97 @@
+"""Stopping on a signal: SIGINT/SIGTERM ask the run to checkpoint and stop, on every rank at once.
+
+A signal reaches one process (Ctrl-C in a terminal reaches all; a scheduler may signal one), so
+the ranks vote every ``every`` steps with a one-number all-reduce and stop at the same step. On
+CUDA the vote is read ``every`` steps after it was cast, from a pinned host copy that finished
+long ago, so the training step never waits for the GPU (issue: no host synchronisation inside
+the step); on the CPU it is read at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+import torch
+
+from . import comm
+
+_STOP = {"signal": 0}
+
+
+class Interrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived; a checkpoint was written and ``--resume`` continues the run."""
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within the block, SIGINT and SIGTERM set the stop flag; a second one stops at once."""
+
+    def handler(signum, frame):
+        if _STOP["signal"]:  # a second signal: stop now
+            raise KeyboardInterrupt
+        _STOP["signal"] = signum
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    _STOP["signal"] = 0
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def signalled() -> bool:
+    """Whether this process received SIGINT or SIGTERM inside :func:`stop_on_signals`."""
+    return bool(_STOP["signal"])
+
+
+class StopVote:
+    """The ranks' agreement to stop, taken every ``every`` steps.
+
+    ``deferred`` (default: on CUDA) reads the vote cast one period earlier, so a signal stops the
+    run within ``2 * every`` steps instead of ``every``, and no step waits for the device.
+    """
+
+    def __init__(self, env, every: int = 10, deferred: bool | None = None):
+        self.env, self.every = env, every
+        self.deferred = env.device.type == "cuda" if deferred is None else deferred
+        self._cast: tuple[torch.Tensor, torch.cuda.Event | None] | None = None
+
+    def poll(self, step: int) -> bool:
+        """Whether all ranks stop after ``step``; the same answer on every rank."""
+        if self.env.world_size == 1:
+            return signalled()
+        if step % self.every:
+            return False
+        if not self.deferred:
+            return self.now()
+        before, self._cast = self._cast, self._vote()
+        if before is None:  # the first vote of this process: nothing to read yet
+            return False
+        host, done = before
+        if done is not None:
+            done.synchronize()  # recorded ``every`` steps ago: already passed
+        return host.item() > 0
+
+    def now(self) -> bool:
+        """Vote and read at once (outside the step: after validation and a save)."""
+        if self.env.world_size == 1:
+            return signalled()
+        flag = torch.full((1,), float(signalled()), device=self.env.device)
+        return comm.all_reduce_sum(flag, self.env.world).item() > 0
+
+    def _vote(self) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        flag = torch.full((1,), float(signalled()), device=self.env.device)  # a fill, no copy
+        comm.all_reduce_sum(flag, self.env.world)
+        if flag.device.type != "cuda":
+            return flag, None
+        host = torch.empty(1, pin_memory=True)
+        host.copy_(flag, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done
