@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from . import benchlib, config
+from . import benchlib, benchrows, config
 from .benchlib import EXECUTIONS, Job
 from .config import Config, load_config
 from .data.errors import DataError
@@ -114,19 +114,19 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
                       args.warmup, cuda)  # fmt: skip
             flops = None
             if args.flops:
-                macs = benchlib.forward_macs(run_cfg, classes, channels)
+                macs = benchrows.forward_macs(run_cfg, classes, channels)
                 flops = {"macs": macs, "peak_tflops": peak or None}
-            rows.append(benchlib.summarise(job, benchlib.run_job(job), epoch_images, flops))
+            rows.append(benchrows.summarise(job, benchlib.run_job(job), epoch_images, flops))
     if any(r["backend"] == "nccl" for r in rows):
         notes.append("exchange share on NCCL is launch time: its calls return once enqueued")
     plan, ran = {}, {r["fc8"] for r in rows if r["execution"] == "two_ranks"}
     if "two_ranks" in names and _splittable(cfg):
         for fc8 in sorted({"rank0", "split"} - ran):  # the placements not run: from the plan
-            plan[fc8] = benchlib.planned_rank_bytes(cfg, classes, channels, fc8)
+            plan[fc8] = benchrows.planned_rank_bytes(cfg, classes, channels, fc8)
     return {
         "command": "bench", **_machine(cuda), "config": config.to_dict(cfg),
         "steps": args.steps, "warmup": args.warmup, "results": rows,
-        "ratios": benchlib.ratios(rows, plan), "notes": notes,
+        "ratios": benchrows.ratios(rows, plan), "notes": notes,
     }  # fmt: skip
 
 
@@ -148,7 +148,7 @@ def data_bench(cfg: Config, args, cuda: bool) -> dict:
     classes, channels, epoch_images = benchlib.data_shape(cfg)
     run_cfg = config.to_dict(benchlib.config_for(cfg, execution))
     job = Job(execution, execution, run_cfg, classes, channels, args.steps, args.warmup, cuda)
-    train = benchlib.summarise(job, benchlib.run_job(job), epoch_images, None)
+    train = benchrows.summarise(job, benchlib.run_job(job), epoch_images, None)
     for p in pipelines:
         p["train_images_per_s"] = train["images_per_s"]
         p["ratio"] = p["images_per_s"] / train["images_per_s"]

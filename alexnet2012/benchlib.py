@@ -5,7 +5,7 @@ fresh processes (one, or two ranks of a tower pair), so each process's peak resi
 or peak allocation (CUDA) is its own. Each process times ``steps`` training steps after
 ``warmup`` on fixed random batches already on the device (no data loading in the timed loop),
 and reads the bytes each exchange point sent from the :mod:`.comm` counters: the volumes are
-measured, not computed. :func:`summarise` turns the per-rank figures into one row.
+measured, not computed (:mod:`.benchrows` turns them into report rows).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.multiprocessing as mp
 
@@ -30,7 +29,7 @@ from .build import build_model, input_size
 from .config import Config
 from .layers import set_dropout_step
 from .optim import build_optimizer
-from .parallel import Execution, placement
+from .parallel import Execution
 from .runinfo import peak_memory
 
 log = logging.getLogger(__name__)
@@ -199,94 +198,6 @@ def run_job(job: Job) -> list[dict]:
         return [
             json.loads((Path(work) / f"rank{r}.json").read_text()) for r in range(job.world_size)
         ]
-
-
-def forward_macs(cfg: Config, classes: int, channels: int) -> int:
-    """Forward multiply-adds per image of the whole network (summary.layer_table, summed)."""
-    from .summary import layer_table
-
-    model = build_model(cfg, classes, channels)
-    return sum(r["macs"] for r in layer_table(model, channels, input_size(cfg)))
-
-
-def summarise(job: Job, ranks: list[dict], epoch_images: int, flops: dict | None) -> dict:
-    """One result row: throughput, step-time spread, memory, exchanged bytes, FLOP/s."""
-    cfg = config.from_dict(job.cfg)
-    steps = np.max([r["step_s"] for r in ranks], axis=0)  # the pair's step is its slower rank's
-    median = float(np.median(steps))
-    ips = cfg.train.batch_size / median
-    points = sorted({k for r in ranks for k in r["bytes_by_point"]})
-    row = {
-        "name": job.name, "execution": job.execution, "model": cfg.model.name,
-        "fc8": cfg.parallel.fc8 if job.execution == "two_ranks" else None,
-        "world_size": job.world_size, "device": ranks[0]["device"],
-        "backend": ranks[0]["backend"], "threads_per_rank": [r["threads"] for r in ranks],
-        "batch_size": cfg.train.batch_size, "input_size": input_size(cfg),
-        "steps": job.steps, "warmup": job.warmup,
-        "images_per_s": ips, "epoch_images": epoch_images, "epoch_s": epoch_images / ips,
-        "step_s_median": median, "step_s_mean": float(np.mean(steps)),
-        "step_s_p10": float(np.percentile(steps, 10)),
-        "step_s_p90": float(np.percentile(steps, 90)),
-        "peak_memory_kind": "cuda_max_allocated" if job.cuda else "max_rss",
-        "peak_memory_per_rank": [r["peak_memory"] for r in ranks],
-        "memory_at_start_per_rank": [r["memory_at_start"] for r in ranks],
-        "param_bytes_per_rank": [r["param_bytes"] for r in ranks],
-        "optimizer_bytes_per_rank": [r["optimizer_bytes"] for r in ranks],
-        "bytes_per_step_by_point": {
-            p: [r["bytes_by_point"].get(p, 0.0) for r in ranks] for p in points
-        },
-        "bytes_per_step_per_rank": [sum(r["bytes_by_point"].values()) for r in ranks],
-        "exchange_share_per_rank": [r["wait_s"] / sum(r["step_s"]) for r in ranks],
-    }  # fmt: skip
-    if flops:
-        gflop = 3 * 2 * flops["macs"] / 1e9  # training ~ 3x forward, 2 FLOP per multiply-add
-        achieved = gflop * ips / 1e3
-        row.update(
-            forward_macs=flops["macs"], train_gflop_per_image=gflop, achieved_tflops=achieved
-        )
-        if flops.get("peak_tflops"):
-            peak = flops["peak_tflops"] * job.world_size  # two GPUs when two ranks hold one each
-            row.update(peak_tflops=peak, peak_share=achieved / peak)
-    return row
-
-
-def planned_rank_bytes(cfg: Config, classes: int, channels: int, fc8: str) -> list[int]:
-    """Each rank's parameter bytes under the :func:`placement` plan, from the full shapes."""
-    model = build_model(config_for(cfg, "two_ranks", fc8), classes, channels)
-    out = [0, 0]
-    for name, p in model.state_dict().items():
-        where = placement(name, fc8)
-        for r in (0, 1):
-            if where[0] == "dim":
-                out[r] += p.chunk(2, dim=where[1])[r].numel() * p.element_size()
-            elif r == 0:
-                out[r] += p.numel() * p.element_size()
-    return out
-
-
-def ratios(rows: list[dict], plan: dict[str, list[int]]) -> dict:
-    """Two ranks against one process, side by side in this run: step time and memory."""
-    by = {r["name"]: r for r in rows}
-    emulated, out = by.get("emulated"), {"step_time_two_ranks_over_emulated": {},
-                                         "memory_larger_rank_over_one_process": {}}  # fmt: skip
-    if emulated is None:
-        return out
-    one = emulated["param_bytes_per_rank"][0] + emulated["optimizer_bytes_per_rank"][0]
-    opt_per_param = emulated["optimizer_bytes_per_rank"][0] / emulated["param_bytes_per_rank"][0]
-    for fc8 in ("rank0", "split"):
-        row = by.get(f"two_ranks/{fc8}")
-        if row is not None:
-            out["step_time_two_ranks_over_emulated"][fc8] = (
-                row["step_s_median"] / emulated["step_s_median"]
-            )
-            mem = zip(row["param_bytes_per_rank"], row["optimizer_bytes_per_rank"], strict=True)
-            larger, source = max(p + o for p, o in mem), "measured"
-        elif fc8 in plan:  # not run: the plan's slices, with the optimizer's measured share
-            larger, source = max(plan[fc8]) * (1 + opt_per_param), "plan"
-        else:
-            continue
-        out["memory_larger_rank_over_one_process"][fc8] = {"ratio": larger / one, "source": source}
-    return out
 
 
 def pipeline_rate(cfg: Config, device: torch.device, batches: int) -> dict:
