@@ -111,8 +111,7 @@ class Execution:
             _Tower(self),
             device_ids=[device] if device.type == "cuda" else None,
             process_group=self.data.group,
-            broadcast_buffers=False,
-        )
+        )  # the nets have no buffers: DDP's buffer sync has nothing to do
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, classes); on a rank without the classifier an (N, 0) stand-in."""

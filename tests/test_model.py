@@ -63,6 +63,13 @@ def test_baselines():
     assert count(baselines.torchvision_alexnet()) == 61_100_840
 
 
+@pytest.mark.parametrize("preset", ["original", "paper", "caffe"])
+def test_no_buffers(preset):
+    """Data parallelism leaves buffers to DDP's default sync (parallel.replicate): keep none."""
+    nets = [AlexNet2012(preset=preset), baselines.streamlined(), baselines.torchvision_alexnet()]
+    assert all(not list(n.buffers()) for n in nets)
+
+
 def test_overhang_equals_ceil_sized_conv():
     """224 with 3 px of zeros right and bottom gives 55x55 (spec §1.1)."""
     m = AlexNet2012(widths=(8, 16, 16, 16, 16, 32, 32), num_classes=4)
