@@ -63,12 +63,16 @@ def resume(run_dir, *overrides):
     return train.run(cfg, resume=True)
 
 
-def start(run_dir, fault="", *extra, log: Path, torchrun=False, **env) -> subprocess.Popen:
-    """``alexnet2012 train`` (under torchrun if asked) in its own session, output to ``log``."""
+def start(
+    run_dir, fault="", *extra, log: Path, torchrun=False, resume=False, **env
+) -> subprocess.Popen:
+    """``alexnet2012 train`` (under torchrun if asked; ``--resume RUN_DIR`` if ``resume``) in its
+    own session, output to ``log``."""
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                 "--max-restarts=2"] if torchrun else []  # fmt: skip
-    argv = [sys.executable, *launcher, "-m", "alexnet2012", "train", "--config", DEBUG, *BASE,
-            f"run.dir={run_dir}", *extra]  # fmt: skip
+    new = ["--config", DEBUG, *BASE, f"run.dir={run_dir}"]
+    what = ["--resume", str(run_dir)] if resume else new
+    argv = [sys.executable, *launcher, "-m", "alexnet2012", "train", *what, *extra]
     launch = r"^(ALEXNET2012_|TORCHELASTIC|MASTER_)|RANK$|WORLD_SIZE$"  # none of the caller's
     keep = {k: v for k, v in os.environ.items() if not re.search(launch, k)}
     env = {**keep, "OMP_NUM_THREADS": "1", "ALEXNET2012_NO_BAR": "1", "PYTHONPATH": str(ROOT),

@@ -240,7 +240,17 @@ def test_dead_hung_or_absent_peer_ends_the_survivor_quickly(tmp_path):
         record(f"{fault} (no restarts)", f"rank 0 out in {waited:.0f} s, exit 1")
 
 
-def test_torchrun_restarts_after_sigkill_and_matches_unbroken(tmp_path):
+@pytest.fixture(scope="module")
+def base_two(tmp_path_factory):
+    """The undisturbed two-rank run (torchrun) every two-rank recovery must reproduce exactly."""
+    run_dir = tmp_path_factory.mktemp("base") / "two"
+    log = run_dir.parent / "two.log"
+    assert run_all([start(run_dir, log=log, torchrun=True)]) == [0], log.read_text()[-4000:]
+    verify(run_dir)
+    return run_dir
+
+
+def test_torchrun_restarts_after_sigkill_and_matches_unbroken(tmp_path, base_two):
     """Under torchrun --max-restarts=2, SIGKILL one rank after a random step, or at a random
     moment (a random time after a random step: mid-step, mid-exchange or mid-save): the job
     restarts, resumes from the newest good checkpoint and ends with exactly the metrics of an
@@ -249,7 +259,6 @@ def test_torchrun_restarts_after_sigkill_and_matches_unbroken(tmp_path):
     step, rank = rng.randint(3, 23), rng.randint(0, 1)
     step2, after, rank2 = rng.randint(2, 21), round(rng.uniform(0, 0.3), 2), rng.randint(0, 1)
     faults = [
-        "",
         f"kill@step={step},rank={rank}",
         f"kill@step={step2},after_s={after},rank={rank2}",
     ]
@@ -258,9 +267,7 @@ def test_torchrun_restarts_after_sigkill_and_matches_unbroken(tmp_path):
     for i, (fault, rc) in enumerate(zip(faults, run_all(procs), strict=True)):
         out = (tmp_path / f"t{i}.log").read_text()
         assert rc == 0 and verify(tmp_path / f"t{i}"), out[-4000:]
-        if not fault:
-            continue
-        assert_same_run(tmp_path / f"t{i}", tmp_path / "t0")
+        assert_same_run(tmp_path / f"t{i}", base_two)
         died = int(re.search(r"fault injection: SIGKILL .*step (\d+) done\)", out).group(1))
         found = re.search(r"resumed from \S+ at step (\d+)", out)
         resumed = int(found.group(1)) if found else 0  # killed before the first checkpoint
@@ -270,3 +277,28 @@ def test_torchrun_restarts_after_sigkill_and_matches_unbroken(tmp_path):
             assert died >= step2 and resumed in (before(died), before(died + 1)), out[-4000:]
         outcome = f"died after step {died}, restarted from {resumed}, same metrics"
         record(f"torchrun: {fault}", outcome, died - resumed)
+
+
+def test_sigterm_to_torchrun_saves_on_both_ranks_then_resumes(tmp_path, base_two):
+    """A scheduler's preemption: SIGTERM to torchrun, which passes it to both workers. They save
+    the same step and exit; ``--resume`` under torchrun then ends as the unbroken run."""
+    lines = random.Random(SEED + 7).randint(3, 14)
+    run_dir, log = tmp_path / "run", tmp_path / "run.log"
+    proc = start(run_dir, log=log, torchrun=True)
+    metrics = run_dir / "metrics.jsonl"
+    try:
+        while not (metrics.is_file() and metrics.read_text().count("\n") >= lines):
+            assert proc.poll() is None, "the run ended before the signal"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=TIMEOUT)  # torchrun's own status: its SignalException, not the workers'
+    finally:
+        stop(proc)
+    out, stopped = log.read_text(), max(verify(run_dir))
+    said = re.findall(r"stopped by a signal at step (\d+); checkpoint saved", out)
+    assert said == [str(stopped)] * 2 and stopped < 24, out[-4000:]  # both ranks, one step
+    again = start(run_dir, log=tmp_path / "resume.log", torchrun=True, resume=True)
+    assert run_all([again]) == [0], (tmp_path / "resume.log").read_text()[-4000:]
+    assert_same_run(run_dir, base_two)
+    record(f"torchrun: SIGTERM after {lines} log lines", f"both ranks saved step {stopped}, "
+           "resumed, same metrics", 0)  # fmt: skip
