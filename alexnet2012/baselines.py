@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-D2L_WIDTHS = (96, 256, 384, 384, 256, 4096, 4096)  # spec §5 [D2L]
-TV_WIDTHS = (64, 192, 384, 256, 256, 4096, 4096)  # spec §5 [TV]
+D2L_WIDTHS = (96, 256, 384, 384, 256, 4096, 4096)  # ref §5 [D2L]
+TV_WIDTHS = (64, 192, 384, 256, 256, 4096, 4096)  # ref §5 [TV]
 
 
 def _pool(size: int) -> int:
@@ -16,10 +16,10 @@ def _pool(size: int) -> int:
 
 
 def streamlined(num_classes=10, in_channels=1, widths=None, input_size=224, init="default"):
-    """d2l.ai's AlexNet ("Deep Convolutional Neural Networks", spec §5).
+    """d2l.ai's AlexNet ("Deep Convolutional Neural Networks", ref §5).
 
     conv1 11/4 pad 1 (224 -> 54 -> 26 -> 12 -> 5), no LRN, no groups, dropout after fc6/fc7.
-    ``init``: ``default`` is PyTorch's (what d2l 1.0 ends up with, spec §5), ``xavier`` d2l 0.17's.
+    ``init``: ``default`` is PyTorch's (what d2l 1.0 ends up with, ref §5), ``xavier`` d2l 0.17's.
     """
     c = tuple(widths or D2L_WIDTHS)
     s = _pool(math.floor((input_size + 2 - 11) / 4) + 1)  # conv1 then pool1
@@ -44,7 +44,7 @@ def streamlined(num_classes=10, in_channels=1, widths=None, input_size=224, init
 
 
 def torchvision_alexnet(num_classes=1000, in_channels=3, widths=None, dropout=0.5):
-    """torchvision's ``alexnet`` (the 2014 one-tower variant, spec §5 [TV]), untrained."""
+    """torchvision's ``alexnet`` (the 2014 one-tower variant, ref §5 [TV]), untrained."""
     from torchvision.models import alexnet
 
     net = alexnet(weights=None, num_classes=num_classes, dropout=dropout)

@@ -9,7 +9,7 @@ Training bench: each execution runs in fresh processes (peaks do not mix) on fix
 of the configured batch and input size already on the device. ``two_ranks`` holds one tower per
 process (gloo on CPU, each rank half the cores; NCCL with one GPU each), ``emulated`` runs the
 same two-tower network in one process, ``streamlined`` (d2l) and ``torchvision`` are the
-baselines at the same size. Bytes per exchange point come from the run's counters (spec
+baselines at the same size. Bytes per exchange point come from the run's counters (docs/
 parallel.md, "Communication volume"); ``--flops`` adds achieved TFLOP/s (training taken as 3x
 the forward multiply-adds x 2) and, on CUDA, the share of ``--peak-tflops`` (default one H100:
 790 with train.amp, else 67). GPU options come from the config: train.amp (bf16 autocast),
@@ -37,7 +37,7 @@ from .config import Config, load_config
 from .data.errors import DataError
 from .model import PRESETS
 
-PEAK_TFLOPS = {"bf16": 790.0, "fp32": 67.0}  # one H100 here (spec parallel.md anchors)
+PEAK_TFLOPS = {"bf16": 790.0, "fp32": 67.0}  # one H100 here (docs/parallel.md anchors)
 TARGET_RATIO = 5.0  # the pipeline should outrun the training step this many times
 
 
@@ -88,7 +88,7 @@ def _splittable(cfg: Config) -> bool:
 def _refusal(name: str, cfg: Config, cuda: bool) -> str | None:
     """Why ``name`` cannot run here, or None."""
     if name == "two_ranks" and cuda and torch.cuda.device_count() < 2:
-        return ("two_ranks skipped: one GPU, and NCCL refuses two ranks on one GPU (spec "
+        return ("two_ranks skipped: one GPU, and NCCL refuses two ranks on one GPU (docs/"
                 "parallel.md); rerun with train.device=cpu for two gloo CPU ranks")  # fmt: skip
     if name == "two_ranks" and not _splittable(cfg):
         return "two_ranks skipped: the half net and the caffe preset run in one process only"

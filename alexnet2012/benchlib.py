@@ -160,7 +160,7 @@ def _process_main(rank: int, job: Job, work: str, port: int) -> None:
     """A spawned process: join the pair (two ranks) or run alone, measure, write rank<r>.json."""
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
         os.environ.pop(key, None)
-    if job.world_size > 1:  # what torchrun would set (spec parallel.md)
+    if job.world_size > 1:  # what torchrun would set (docs/parallel.md)
         os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
         os.environ.update(LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     else:

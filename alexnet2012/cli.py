@@ -112,7 +112,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*")
     s.set_defaults(fn=cmd_summary, resume=None)
 
-    r = sub.add_parser("prepare", help="resize an image tree once into a fast store (spec §3)")
+    r = sub.add_parser("prepare", help="resize an image tree once into a fast store (ref §3)")
     r.add_argument("src", help="folder with train/ and val/ ImageFolder trees, or one tree")
     r.add_argument("dst", help="output folder")
     r.add_argument("--size", type=int, default=256)

@@ -5,11 +5,11 @@ channels ``[r*C/size, (r+1)*C/size)`` of every activation). The three exchanges 
 are autograd pairs, each "forward: X, backward: Y" (Megatron's ``tensor_parallel/mappings.py``):
 
 * :func:`gather_towers`: a cross layer (conv3, fc6, fc7) reads both towers ([P] §3.5).
-* :func:`gather_to_head`: fc8 and the softmax live on one rank ([C12], spec §1).
+* :func:`gather_to_head`: fc8 and the softmax live on one rank ([C12], ref §1).
 * :func:`sum_partials`: fc8 split by input halves, partial logits summed.
 
 All are built on public ``torch.distributed`` calls (``torch.distributed.nn.functional`` is
-deprecated, ``_functional_collectives`` private; spec parallel.md) and are the identity on a
+deprecated, ``_functional_collectives`` private; docs/parallel.md) and are the identity on a
 group of one rank. Each counts the bytes this rank sends and the host time spent in the calls,
 under the exchange's name, forward and backward together.
 """

@@ -39,13 +39,13 @@ class ModelConfig:
     # total widths of conv1..conv5, fc6, fc7 (both towers); empty = the model's full size
     widths: list[int] = field(default_factory=list)
     input_size: int = 0  # 0 = the preset's (224, caffe 227)
-    # the layers that take input from both towers; default the paper's (spec §1)
+    # the layers that take input from both towers; default the paper's (ref §1)
     cross: list[str] = field(default_factory=lambda: ["conv3", "fc6", "fc7", "fc8"])
-    half: bool = False  # the one-column net of the paper's ablation (spec §1.4)
+    half: bool = False  # the one-column net of the paper's ablation (ref §1.4)
     lrn: bool = True  # response normalisation (LRN, and the 2012 code's spatial norm)
     overlap_pool: bool = True  # 3/2 pooling ([P] §3.4); false = 2/2
     dropout: str = choice("paper", "paper", "inverted", "none")
-    # preset: the preset's stds (spec §1); kaiming: sqrt(2/fan_in); default/xavier: d2l's choices
+    # preset: the preset's stds (ref §1); kaiming: sqrt(2/fan_in); default/xavier: d2l's choices
     init: str = choice("preset", "preset", "kaiming", "default", "xavier")
 
 
@@ -58,9 +58,9 @@ class DataConfig:
     normalize: bool = True  # standardise pixels; false = d2l's [0, 1] pixels
     resize: int = 0  # size before the random crop (0 = input size, no crop)
     flip: bool = True
-    colour_noise: str = choice("code", "none", "paper", "code")  # spec §1.3, §3
+    colour_noise: str = choice("code", "none", "paper", "code")  # ref §1.3, §3
     pca: str = choice("imagenet", "imagenet", "data")  # colour-noise constants
-    ten_view: bool = False  # also evaluate the 10 views (spec §3)
+    ten_view: bool = False  # also evaluate the 10 views (ref §3)
     synthetic_size: int = 512  # images in the synthetic set
 
 
@@ -74,7 +74,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     bias_lr_mult: float = 2.0  # [C12] fresh configs; the paper text is 1
     bias_decay: bool = False  # [C12]: biases get no weight decay
-    update: str = choice("pytorch", "pytorch", "paper")  # where lr enters the velocity (spec §2)
+    update: str = choice("pytorch", "pytorch", "paper")  # where lr enters the velocity (ref §2)
     schedule: str = choice("plateau", "plateau", "constant")
     plateau_patience: int = 0  # epochs without improvement before lr /= 10
     max_drops: int = 3  # [P] §5: three times

@@ -9,15 +9,15 @@
 ``conv1/weights``, ``conv1.0``/``conv1.1`` or nested ``{"conv1": {"weights", "biases"}}``). Caffe's
 blobs are (out, in/group, k, k), which is this project's canonical grouped layout, so only conv1
 changes: Caffe feeds BGR images, so its input-channel axis is flipped to RGB. The result loads
-into ``AlexNet2012(preset="caffe")`` (spec §5: 227 input, LRN across both towers, k=1). A real
+into ``AlexNet2012(preset="caffe")`` (ref §5: 227 input, LRN across both towers, k=1). A real
 ``.caffemodel`` is read only when pycaffe's protobuf classes are installed.
 
 ``--from torchvision``: torchvision's state dict (``features.0.weight`` ...), checked against
-:func:`alexnet2012.baselines.torchvision_alexnet` (spec §5 [TV]).
+:func:`alexnet2012.baselines.torchvision_alexnet` (ref §5 [TV]).
 
 DST ending in ``.pt``/``.pth``: a plain state dict. Any other DST: a run folder (``config.yaml``
 and ``checkpoints/ckpt-00000000.pt``) that ``kernels``, ``neighbours`` and ``--evaluate``
-(centre crop and 10 views, spec §3) read; ``--set key=value ...`` goes into its config,
+(centre crop and 10 views, ref §3) read; ``--set key=value ...`` goes into its config,
 e.g. ``data.root`` of a store made by ``alexnet2012 prepare`` (class folders in the same
 sorted-synset order as the weights). Caffe's weights expect mean-subtracted 0-255 pixels, as
 ``data.normalize=true`` gives (Caffe warped images to 256x256; ``prepare`` centre-crops). In a
@@ -213,7 +213,7 @@ def write_run(dst: str | Path, state: dict, kind: str, sizes: dict, overrides=()
 
 
 def evaluate(run_dir: str | Path, overrides=(), ten_view=True, device: str = "auto") -> dict:
-    """Test error of a run folder's latest weights: centre crop, and 10 views (spec §3)."""
+    """Test error of a run folder's latest weights: centre crop, and 10 views (ref §3)."""
     payload, _ = checkpoint.load_latest(run_dir)
     if payload is None:
         raise ConvertError(f"{run_dir}: no readable checkpoint to evaluate")

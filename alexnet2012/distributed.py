@@ -6,7 +6,7 @@ One process (no torchrun, or ``WORLD_SIZE=1``) needs no process group and gets
     torchrun --standalone --nproc_per_node=2 -m alexnet2012 train ...
 
 NCCL when every local rank has its own GPU, otherwise gloo with the data on the host (NCCL
-refuses two ranks on one GPU; spec parallel.md). A short ``timeout`` makes a dead or hung peer
+refuses two ranks on one GPU; docs/parallel.md). A short ``timeout`` makes a dead or hung peer
 fail fast instead of after gloo's default 30 minutes.
 """
 

@@ -28,7 +28,7 @@ class TowerOp(nn.Module):
 
 
 class TowerLRN(TowerOp):
-    """Local response norm over each tower's own maps (spec §1.2).
+    """Local response norm over each tower's own maps (ref §1.2).
 
     ``a_i / (k + alpha/n * sum_{|j-i|<=n/2} a_j^2)^beta``: torch divides alpha by ``size`` as the
     2012 code does, so alpha=1e-4 here is the trained network's normalisation.
@@ -54,7 +54,7 @@ def lrn(x, size: int, alpha: float, beta: float, k: float):
 
 
 class CrossLRN(nn.Module):
-    """Caffe's LRN: the window runs over all channels, across the tower boundary (spec §5)."""
+    """Caffe's LRN: the window runs over all channels, across the tower boundary (ref §5)."""
 
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0):
         super().__init__()
@@ -65,7 +65,7 @@ class CrossLRN(nn.Module):
 
 
 class SpatialNorm(nn.Module):
-    """[C12]'s same-map 5x5 response norm after LRN2 (spec §1.3).
+    """[C12]'s same-map 5x5 response norm after LRN2 (ref §1.3).
 
     ``a / (1 + 0.001 * avgpool5x5(a^2))^0.75`` with zero padding counted in the average.
     """
@@ -121,7 +121,7 @@ def set_dropout_step(module: nn.Module, step: int, seed: int | None = None) -> N
 class Overhang(nn.Module):
     """Zero-pad right and bottom so a valid conv covers the input as cuda-convnet's did.
 
-    cuda-convnet sizes outputs with a ceiling (spec §1.1): 224 -> 55 for conv1 11/4, the last
+    cuda-convnet sizes outputs with a ceiling (ref §1.1): 224 -> 55 for conv1 11/4, the last
     window reading 3 px of zeros past the right and bottom edges.
     """
 

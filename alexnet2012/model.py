@@ -1,9 +1,9 @@
-"""The 2012 two-tower AlexNet as one plain module (spec §1).
+"""The 2012 two-tower AlexNet as one plain module (ref §1).
 
 The two towers live side by side in every tensor: channels ``[0, C/2)`` are tower 0 (GPU0 in
 2012), ``[C/2, C)`` tower 1. A layer whose input comes from its own tower only is a grouped
 layer (``groups=2``); a layer named in ``cross`` reads both towers (``groups=1``), which is
-exactly the 2012 code's one weight block per input tower, outputs summed (spec §1). The same
+exactly the 2012 code's one weight block per input tower, outputs summed (ref §1). The same
 module runs in one process as is, or one tower per rank after :mod:`alexnet2012.parallel`
 relocates it; ``state_dict()`` is the canonical layout for both.
 """
@@ -20,13 +20,13 @@ from torch import nn
 from .config import LAYERS
 from .layers import CrossLRN, Overhang, SpatialNorm, TowerDropout, TowerLRN
 
-FULL_WIDTHS = (96, 256, 384, 384, 256, 4096, 4096)  # conv1..conv5, fc6, fc7 (spec §1)
-PAPER_CROSS = ("conv3", "fc6", "fc7", "fc8")  # [P] §3.5, spec §1
+FULL_WIDTHS = (96, 256, 384, 384, 256, 4096, 4096)  # conv1..conv5, fc6, fc7 (ref §1)
+PAPER_CROSS = ("conv3", "fc6", "fc7", "fc8")  # [P] §3.5, ref §1
 
 
 @dataclass(frozen=True)
 class Preset:
-    """What differs between the paper's text, the 2012 code and Caffe (spec §1.3, §5)."""
+    """What differs between the paper's text, the 2012 code and Caffe (ref §1.3, §5)."""
 
     conv1_ops: tuple  # what follows conv1, in order
     conv2_ops: tuple
@@ -34,13 +34,13 @@ class Preset:
     std: tuple  # init std of conv1..fc8
     bias: tuple  # bias init of conv1..fc8
     input_size: int
-    overhang: bool  # cuda-convnet's ceil-sized conv1 (spec §1.1)
+    overhang: bool  # cuda-convnet's ceil-sized conv1 (ref §1.1)
     lrn_k: float = 2.0  # [P] §3.3
-    lrn_cross: bool = False  # Caffe's LRN runs across both towers (spec §5)
+    lrn_cross: bool = False  # Caffe's LRN runs across both towers (ref §5)
 
 
 PRESETS = {
-    # the network the 2012 code trained: spec §1 table, §1.3 right column
+    # the network the 2012 code trained: ref §1 table, §1.3 right column
     "original": Preset(
         conv1_ops=("lrn", "pool", "relu"),
         conv2_ops=("relu", "lrn", "snorm", "pool"),
@@ -50,7 +50,7 @@ PRESETS = {
         input_size=224,
         overhang=True,
     ),
-    # the paper's text: [P] §3.3-3.5, §5; spec §1.3 left column
+    # the paper's text: [P] §3.3-3.5, §5; ref §1.3 left column
     "paper": Preset(
         conv1_ops=("relu", "lrn", "pool"),
         conv2_ops=("relu", "lrn", "pool"),
@@ -60,7 +60,7 @@ PRESETS = {
         input_size=224,
         overhang=True,
     ),
-    # BVLC bvlc_alexnet: spec §5 (227 input, LRN after ReLU across all channels, k=1)
+    # BVLC bvlc_alexnet: ref §5 (227 input, LRN after ReLU across all channels, k=1)
     "caffe": Preset(
         conv1_ops=("relu", "lrn", "pool"),
         conv2_ops=("relu", "lrn", "pool"),
@@ -114,7 +114,7 @@ class Block(nn.Module):
 
 
 def conv1_size(size: int, overhang: bool) -> tuple[int, int]:
-    """(output size, right/bottom zero padding) of conv1 11/4 (spec §1.1)."""
+    """(output size, right/bottom zero padding) of conv1 11/4 (ref §1.1)."""
     if overhang:
         out = 1 + math.ceil((size - 11) / 4)
         return out, (out - 1) * 4 + 11 - size
@@ -132,8 +132,8 @@ class AlexNet2012(nn.Module):
         preset: ``original`` (what the 2012 code trained), ``paper`` (the paper's text) or
             ``caffe`` (BVLC bvlc_alexnet). See :data:`PRESETS`.
         widths: total widths of conv1..conv5, fc6, fc7; default the paper's.
-        cross: layers that read both towers (spec §1); fc8 always does.
-        half: the one-column net of the paper's ablation (spec §1.4).
+        cross: layers that read both towers (ref §1); fc8 always does.
+        half: the one-column net of the paper's ablation (ref §1.4).
         lrn, overlap_pool, dropout: the switches the paper's ablations turn.
         seed: initialisation seed (and the dropout masks' base seed).
     """
@@ -159,7 +159,7 @@ class AlexNet2012(nn.Module):
         p = self.preset = PRESETS[preset]
         widths = tuple(widths or FULL_WIDTHS)
         self.towers = 1 if half else 2
-        if half:  # one column: half the kernels in conv1-conv4 ([P] footnote 2, spec §1.4)
+        if half:  # one column: half the kernels in conv1-conv4 ([P] footnote 2, ref §1.4)
             widths = tuple(w // 2 for w in widths[:4]) + widths[4:]
         self.widths, self.num_classes, self.in_channels = widths, num_classes, in_channels
         self.input_size = input_size or p.input_size
@@ -228,7 +228,7 @@ class AlexNet2012(nn.Module):
         """Draw every weight from N(0, std^2) and set biases, per the preset, from one seed.
 
         ``init="kaiming"`` replaces the preset's fixed stds by sqrt(2 / fan_in) (He et al.,
-        2015), which narrow scaled-down nets need to leave the chance-level plateau (spec §2).
+        2015), which narrow scaled-down nets need to leave the chance-level plateau (ref §2).
         """
         g = torch.Generator().manual_seed(seed)
         for block, std, bias in zip(self.blocks(), self.preset.std, self.preset.bias, strict=True):

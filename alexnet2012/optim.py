@@ -2,7 +2,7 @@
 
 Spec §2 / [P] §5: SGD, momentum 0.9, weight decay 0.0005, lr 0.01 divided by 10 when the
 validation error stops improving, at most three times. [C12]: biases have their own lr
-(``bias_lr_mult`` x the weight lr) and no weight decay (spec §1.3).
+(``bias_lr_mult`` x the weight lr) and no weight decay (ref §1.3).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def param_groups(named_params: Iterable[tuple[str, nn.Parameter]], cfg: TrainCon
 
     Each group carries ``name``, ``lr_mult`` (its lr is ``cfg.lr * lr_mult`` before any schedule
     drop), ``weight_decay`` and ``param_names``, the parameter names in the order of ``params``.
-    Biases: lr x ``bias_lr_mult``, decay 0 unless ``bias_decay`` ([C12], spec §1.3).
+    Biases: lr x ``bias_lr_mult``, decay 0 unless ``bias_decay`` ([C12], ref §1.3).
     """
     groups = {
         "weights": {"name": "weights", "lr_mult": 1.0, "weight_decay": cfg.weight_decay},
@@ -50,7 +50,7 @@ class PaperSGD(torch.optim.Optimizer):
     SGD's sign convention (the buffer points along the gradient and is subtracted): we store
     ``buf = -v``, so ``buf <- m*buf + lr*(g + wd*w) ; w <- w - buf``. Torch's buffer excludes lr
     (``w <- w - lr*buf``), so at a constant lr ours equals ``lr`` x torch's and the two optimisers
-    give the same weights; after an lr change the stored velocity keeps the old lr scale (spec §2).
+    give the same weights; after an lr change the stored velocity keeps the old lr scale (ref §2).
     With momentum 0 no buffer is kept, as in torch.
     """
 
@@ -220,7 +220,7 @@ class PlateauSchedule(ConstantSchedule):
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> ConstantSchedule:
-    """``plateau`` (spec §2) or ``constant``, from ``cfg.schedule``."""
+    """``plateau`` (ref §2) or ``constant``, from ``cfg.schedule``."""
     if cfg.schedule == "plateau":
         return PlateauSchedule(optimizer, cfg.lr, cfg.plateau_patience, cfg.max_drops)
     if cfg.schedule == "constant":

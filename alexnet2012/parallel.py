@@ -3,7 +3,7 @@
 The parallel plan is data: every canonical parameter has a placement (:func:`placement`), and
 every layer whose ``cross`` flag is set gathers both towers' activations before it runs. The
 network itself is the plain :class:`~alexnet2012.model.AlexNet2012`; :class:`Execution` only
-slices its parameters and inserts the exchanges of :mod:`alexnet2012.comm` (spec §1, [P] §3.5).
+slices its parameters and inserts the exchanges of :mod:`alexnet2012.comm` (ref §1, [P] §3.5).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def placement(name: str, fc8: str) -> tuple:
     """Where canonical parameter ``name`` lives across the two towers.
 
     ``("dim", d)``: rank r holds chunk r along dim d (each tower's own output units; fc8 split
-    by input halves). ``("head",)``: the head rank holds it whole (fc8 as in [C12], spec §1).
+    by input halves). ``("head",)``: the head rank holds it whole (fc8 as in [C12], ref §1).
     """
     layer, kind = name.split(".")
     if layer != "fc8":
@@ -137,7 +137,7 @@ class Execution:
         return blocks[-1](x) if g.rank == 0 else x
 
     def _overlapped(self, block, x: torch.Tensor) -> torch.Tensor:
-        """A cross layer as own-tower part + peer part (spec §1: one weight block per input
+        """A cross layer as own-tower part + peer part (ref §1: one weight block per input
         tower, outputs summed), the exchange running while the own part is computed."""
         r = self.group.rank
         w = block.weight.chunk(2, dim=1)  # input columns of tower 0, of tower 1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's ablations, measured ([P] §3.3-§4.2 claims, spec §4): every variant of one scale,
+# The paper's ablations, measured ([P] §3.3-§4.2 claims, ref §4): every variant of one scale,
 # once per seed, then one report with the paper's numbers next to these runs'.
 #
 #   bash launch/fidelity.sh fmnist 1 2 3                  # CPU-sized, Fashion-MNIST
@@ -8,7 +8,7 @@
 #
 # Variants are configs/fidelity/<scale>_<variant>.yaml. Two-tower variants run one tower per
 # process (torchrun, 2 ranks) when there are 2+ GPUs or no GPU (gloo on the CPU); with exactly
-# one GPU, and for the one-column half net, in one process (the same maths, spec §1). Runs go to
+# one GPU, and for the one-column half net, in one process (the same maths, ref §1). Runs go to
 # runs/fidelity/<scale>/<variant>-s<seed>; a finished run is skipped, an interrupted one resumed.
 # The report: runs/fidelity/<scale>/report/report.md. Default seeds: 1 2.
 set -euo pipefail

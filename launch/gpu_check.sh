@@ -47,7 +47,7 @@ echo "== summary (epoch = 60000 Fashion-MNIST training images)"
 import json, sys
 from pathlib import Path
 
-# spec parallel.md anchors: training GFLOP/image (3-channel, 1000-class original: 4.14; d2l 1x224:
+# docs/parallel.md anchors: training GFLOP/image (3-channel, 1000-class original: 4.14; d2l 1x224:
 # 5.56) and d2l's published Fashion-MNIST run at 224 (4,155 img/s, 14.4 s per epoch)
 ANCHOR = {"streamlined": 5.56, "alexnet2012": 4.14}
 for path in sorted(Path(sys.argv[1]).glob("bench*.json")):

@@ -1,7 +1,7 @@
 """``alexnet2012 bench`` on CPU with the debug net: every execution, every key, measured bytes.
 
 The bytes each exchange point sends per step come from the run's counters; here they must equal
-the volume the layer sizes give (spec parallel.md, "Communication volume"): at conv3, fc6 and fc7
+the volume the layer sizes give (docs/parallel.md, "Communication volume"): at conv3, fc6 and fc7
 one tower's input activation forward (all-gather) and its gradient backward (reduce-scatter);
 at fc8 the fc7 output once each way (fc8 on rank 0), or the logits once (fc8 split).
 """

@@ -137,3 +137,5 @@ def test_leftover_tmp_files_are_ignored(tmp_path):
     assert [p.name for p in checkpoints(tmp_path)] == ["ckpt-00000001.pt"]
     save(tmp_path, payload(2), step=2)
     assert load_latest(tmp_path)[0]["epoch"] == 2
+    left = sorted(p.name for p in folder.iterdir())  # the next save cleared what the crash left
+    assert left == [f"ckpt-0000000{s}.pt{x}" for s in (1, 2) for x in ("", ".sha256")], left

@@ -1,4 +1,4 @@
-"""The two-tower network against the facts of spec §1 and the baselines of spec §5."""
+"""The two-tower network against the facts of ref §1 and the baselines of ref §5."""
 
 import pytest
 import torch
@@ -15,7 +15,7 @@ def count(m):
 @pytest.mark.parametrize("preset", ["original", "paper", "caffe"])
 def test_full_size_counts_and_shapes(preset):
     m = AlexNet2012(preset=preset)
-    assert count(m) == 60_965_224  # spec §1
+    assert count(m) == 60_965_224  # ref §1
     rows = layer_table(m, 3, m.input_size)
     shapes = [r["shape"] for r in rows]
     assert shapes[:5] == [(96, 55, 55), (256, 27, 27), (384, 13, 13), (384, 13, 13), (256, 13, 13)]
@@ -31,7 +31,7 @@ def test_full_size_counts_and_shapes(preset):
         16_781_312,
         4_097_000,
     ]
-    assert sum(r["macs"] for r in rows) == 724_406_816  # spec/parallel.md: 724.4 M
+    assert sum(r["macs"] for r in rows) == 724_406_816  # docs/parallel.md: 724.4 M
 
 
 def test_canonical_layout():
@@ -49,7 +49,7 @@ def test_canonical_layout():
 
 
 def test_half_net_and_ungrouped_counts():
-    assert count(AlexNet2012(half=True)) == 59_798_312  # spec §1.4
+    assert count(AlexNet2012(half=True)) == 59_798_312  # ref §1.4
     every = ["conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
     assert count(AlexNet2012(cross=every)) == 62_378_344  # same widths without grouping
 
@@ -71,7 +71,7 @@ def test_no_buffers(preset):
 
 
 def test_overhang_equals_ceil_sized_conv():
-    """224 with 3 px of zeros right and bottom gives 55x55 (spec §1.1)."""
+    """224 with 3 px of zeros right and bottom gives 55x55 (ref §1.1)."""
     m = AlexNet2012(widths=(8, 16, 16, 16, 16, 32, 32), num_classes=4)
     x = torch.randn(1, 3, 224, 224)
     out = m.conv1.pre(x)

@@ -1,4 +1,4 @@
-"""Two CPU ranks, one tower each, against the one-process network (spec parallel.md)."""
+"""Two CPU ranks, one tower each, against the one-process network (docs/parallel.md)."""
 
 import numpy as np
 import pytest

@@ -41,7 +41,7 @@ def test_prepare_store(tree, tmp_path):
     cmyk, grey = s["train_images"][4].reshape(-1, 3), s["train_images"][9].reshape(-1, 3)
     assert np.abs(np.median(cmyk, 0) - [255, 0, 0]).max() < 20
     assert (grey[:, 0] == grey[:, 1]).all() and (grey[:, 1] == grey[:, 2]).all()
-    # mean image and PCA are those of the stored training pixels (spec §3)
+    # mean image and PCA are those of the stored training pixels (ref §3)
     np.testing.assert_allclose(s["mean"], s["train_images"].mean(0), atol=1e-4)
     store = Store(tmp_path / "dst")
     pixels = s["train_images"].reshape(-1, 3).astype(np.float64)

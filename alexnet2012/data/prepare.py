@@ -1,7 +1,7 @@
-"""Turn an ImageFolder tree into the memory-mapped store training reads (spec §3).
+"""Turn an ImageFolder tree into the memory-mapped store training reads (ref §3).
 
 ``prepare_main(SRC, DST)`` decodes every image once: RGB, shorter side to 256, centre 256x256
-crop (spec §3), written as uint8 into ``DST/{train,val}_images.npy``. It also computes the
+crop (ref §3), written as uint8 into ``DST/{train,val}_images.npy``. It also computes the
 per-pixel mean image and the RGB pixel PCA of the training set. Work is committed in chunks;
 ``progress.json`` (written atomically) records the chunks done, so rerunning after an
 interruption continues where it stopped. Bad files are skipped and reported, or stop the run.
@@ -107,12 +107,12 @@ def load_image(path: str, size: int):
     except Exception as e:  # a damaged file may fail inside any decoder
         return None, f"truncated or damaged image ({type(e).__name__}: {e})"
     w, h = img.size
-    scale = size / min(w, h)  # spec §3: shorter side to 256
+    scale = size / min(w, h)  # ref §3: shorter side to 256
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     if (nw, nh) != (w, h):
         img = img.resize((nw, nh), Image.Resampling.BILINEAR)
     left, top = (nw - size) // 2, (nh - size) // 2
-    img = img.crop((left, top, left + size, top + size))  # spec §3: centre 256x256 crop
+    img = img.crop((left, top, left + size, top + size))  # ref §3: centre 256x256 crop
     return np.asarray(img, dtype=np.uint8), None
 
 

@@ -3,7 +3,7 @@
 - ``fashion_mnist``: held in device memory as uint8; per batch resized (bilinear, as d2l), randomly
   cropped when ``data.resize`` exceeds the input size, flipped, standardised.
 - ``imagefolder``: a store made by ``alexnet2012 prepare``, memory-mapped; the 2012 pipeline of
-  spec §3 on the device (random crop + flip, mean-image subtraction, PCA colour noise).
+  ref §3 on the device (random crop + flip, mean-image subtraction, PCA colour noise).
 - ``synthetic``: a fixed random set a small net can learn, for tests and benchmarks.
 """
 
@@ -99,7 +99,7 @@ class FashionMNISTData(Data):
 
 
 class FolderData(Data):
-    """A prepared ImageNet-style store, with the 2012 training pipeline (spec §3)."""
+    """A prepared ImageNet-style store, with the 2012 training pipeline (ref §3)."""
 
     prefetch = True  # read the next batch from disk while this one trains
 
@@ -123,16 +123,16 @@ class FolderData(Data):
             "train": subset_index(store.count("train"), d.train_subset, 0).numpy(),
             "test": subset_index(store.count("val"), d.test_subset, 1).numpy(),
         }
-        # [C12] subtracts the mean image's centre input_size patch from every crop (spec §3)
+        # [C12] subtracts the mean image's centre input_size patch from every crop (ref §3)
         mean = torch.from_numpy(store.mean).permute(2, 0, 1)  # (3, 256, 256)
         self.mean_patch = center_crop(mean, input_size).contiguous().to(device)
         # normalize=false: no mean subtraction; pixels divided by 255 at the end, into [0, 1]
         self.normalize, self.flip, self.noise = d.normalize, d.flip, d.colour_noise
-        if d.pca == "imagenet":  # spec §3: [C14]'s ILSVRC-2012 constants
+        if d.pca == "imagenet":  # ref §3: [C14]'s ILSVRC-2012 constants
             self.pca = (ILSVRC2012_PCA_STDEVS, ILSVRC2012_PCA_EIGVECS)
         else:  # the PCA of this store's training pixels
             self.pca = (store.pca_stdevs, store.pca_eigvecs)
-        # spec §1.3: [C12] (the "original" preset) draws one crop and flip per 32 images
+        # ref §1.3: [C12] (the "original" preset) draws one crop and flip per 32 images
         self.per_chunk = C12_CROP_CHUNK if cfg.model.preset == "original" else None
         self.pin = device.type == "cuda"
         super().__init__(
@@ -158,12 +158,12 @@ class FolderData(Data):
         return x, y.to(self.device, non_blocking=True)
 
     def _augment(self, x, gen):
-        # [P] §4.1, spec §3: random input_size crop and horizontal flip of the 256x256 image
+        # [P] §4.1, ref §3: random input_size crop and horizontal flip of the 256x256 image
         x = random_crop_flip(x, self.input_size, gen, per_chunk=self.per_chunk, flip=self.flip)
         x = x.float()
         if self.normalize:
             x = x - self.mean_patch
-        if self.noise != "none":  # spec §1.3, §3: PCA colour noise, paper or code form
+        if self.noise != "none":  # ref §1.3, §3: PCA colour noise, paper or code form
             x = pca_noise(x, *self.pca, gen, form=self.noise)
         return x if self.normalize else x / 255
 

@@ -1,12 +1,12 @@
 """The prepared image store: what ``alexnet2012 prepare SRC DST`` writes and training reads.
 
-Layout of DST (all images RGB uint8, shorter side resized to ``size`` and centre-cropped, spec §3):
+Layout of DST (all images RGB uint8, shorter side resized to ``size`` and centre-cropped, ref §3):
 
 - ``train_images.npy``, ``val_images.npy``: (N, size, size, 3) uint8, opened memory-mapped;
 - ``train_labels.npy``, ``val_labels.npy``: (N,) int64 class indices;
 - ``mean.npy``: (size, size, 3) float32, the per-pixel mean of the training images (0-255);
 - ``meta.json``: classes, counts, skipped files with reasons, and the RGB PCA of the training
-  pixels (0-255 scale, ascending std-devs sqrt(lambda), eigenvectors as columns: spec §3).
+  pixels (0-255 scale, ascending std-devs sqrt(lambda), eigenvectors as columns: ref §3).
 
 ``meta.json`` is written last, so its presence means the store is complete.
 """

@@ -1,4 +1,4 @@
-"""Batched augmentation of image tensors (N, C, H, W) on whatever device they live (spec §3).
+"""Batched augmentation of image tensors (N, C, H, W) on whatever device they live (ref §3).
 
 Random numbers come from a CPU ``torch.Generator`` passed in and are moved to ``x.device``
 afterwards, so one generator state gives bit-identical crops, flips and colour noise on every
@@ -11,7 +11,7 @@ import math
 
 import torch
 
-# spec §3: [C14] ILSVRC-2012 RGB pixel PCA, 0-255 scale; std-devs sqrt(lambda), ascending, and
+# ref §3: [C14] ILSVRC-2012 RGB pixel PCA, 0-255 scale; std-devs sqrt(lambda), ascending, and
 # their eigenvectors as the COLUMNS of this matrix.
 ILSVRC2012_PCA_STDEVS = (19.720833, 37.093889, 121.780061)
 ILSVRC2012_PCA_EIGVECS = (
@@ -20,7 +20,7 @@ ILSVRC2012_PCA_EIGVECS = (
     (0.397311, 0.701196, -0.592003),
 )
 COLOUR_NOISE_STD = 0.1  # [P] §4.1: alpha ~ N(0, 0.1); [C12] colour-noise coefficient 0.1
-C12_CROP_CHUNK = 32  # spec §1.3: [C12] draws one crop offset and flip per chunk of 32 images
+C12_CROP_CHUNK = 32  # ref §1.3: [C12] draws one crop offset and flip per chunk of 32 images
 
 
 def crop(x: torch.Tensor, top, left, size: int, flip=None) -> torch.Tensor:
@@ -52,7 +52,7 @@ def random_crop_flip(
     """Random ``size`` crops, each mirrored left-right with p=0.5 when ``flip`` ([P] §4.1).
 
     ``per_chunk=None`` draws an offset and flip per image (the paper's text); ``per_chunk=32``
-    draws one per run of 32 consecutive images, as [C12] does (spec §1.3). The draws are made
+    draws one per run of 32 consecutive images, as [C12] does (ref §1.3). The draws are made
     whether or not ``flip`` is set, so switching flips off does not move the offsets.
     """
     n, _, h, w = x.shape
@@ -68,14 +68,14 @@ def random_crop_flip(
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The centre ``size`` x ``size`` patch (spec §3: the single-view test)."""
+    """The centre ``size`` x ``size`` patch (ref §3: the single-view test)."""
     h, w = x.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
     return x[..., top : top + size, left : left + size]
 
 
 def ten_views(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The 10 test views (spec §3): (10, N, C, size, size).
+    """The 10 test views (ref §3): (10, N, C, size, size).
 
     Order as [C12]'s multiview test: top-left, top-right, centre, bottom-left, bottom-right,
     then the same five mirrored left-right.
@@ -96,7 +96,7 @@ def pca_noise(
     form: str = "paper",
     std: float = COLOUR_NOISE_STD,
 ) -> torch.Tensor:
-    """Add PCA colour noise to RGB images ``x`` (N, 3, H, W) in 0-255 units (spec §1.3, §3).
+    """Add PCA colour noise to RGB images ``x`` (N, 3, H, W) in 0-255 units (ref §1.3, §3).
 
     ``stdevs``: sqrt(lambda_i) of the RGB covariance in 0-255 units; ``eigvecs``: (3, 3) with
     the eigenvectors p_i as columns. One alpha ~ N(0, ``std``) per image and component.

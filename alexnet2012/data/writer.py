@@ -29,7 +29,7 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 def pca(pixel_sum: np.ndarray, outer: np.ndarray, pixels: int) -> tuple[list, list]:
     """Std-devs sqrt(lambda), ascending, and eigenvectors (columns) of the RGB covariance."""
     mu = pixel_sum / pixels
-    cov = outer / pixels - np.outer(mu, mu)  # 0-255 scale, as [C14]'s constants (spec §3)
+    cov = outer / pixels - np.outer(mu, mu)  # 0-255 scale, as [C14]'s constants (ref §3)
     vals, vecs = np.linalg.eigh(cov)  # ascending, like [C14]
     return np.sqrt(np.clip(vals, 0, None)).tolist(), vecs.tolist()
 

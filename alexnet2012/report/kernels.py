@@ -4,7 +4,7 @@
 
 [P] §6.1, Fig. 3: "The kernels on GPU 1 are largely color-agnostic, while the kernels on GPU 2
 are largely color-specific." Conv1 reads the whole image in both towers but conv2 reads its own
-tower only, so a real two-tower run should show the split (spec §4). Writes ``kernels.png``
+tower only, so a real two-tower run should show the split (ref §4). Writes ``kernels.png``
 (tower 0's kernels on top, tower 1's below, each kernel min-max normalised to an RGB tile) and
 ``kernels.json`` (per-kernel colour scores, per-tower means, the separation) into ``--out``
 (default: the run folder).

@@ -106,7 +106,7 @@ def _display(data, x: torch.Tensor) -> np.ndarray:
     x = x.float()
     mean = getattr(data, "mean_patch", None)
     if mean is not None and getattr(data, "normalize", False):
-        x = ((x + mean) / 255).clamp(0, 1)  # undo the mean-image subtraction (spec §3)
+        x = ((x + mean) / 255).clamp(0, 1)  # undo the mean-image subtraction (ref §3)
     else:  # per-image min-max
         lo = x.amin(dim=(1, 2, 3), keepdim=True)
         x = (x - lo) / (x.amax(dim=(1, 2, 3), keepdim=True) - lo).clamp_min(1e-12)

@@ -1,4 +1,4 @@
-"""The paper's ablation claims next to what these runs measured ([P] §3.3-§4.2, spec §4).
+"""The paper's ablation claims next to what these runs measured ([P] §3.3-§4.2, ref §4).
 
 An ablation pair is two groups of runs whose configs differ in exactly one of the keys in
 :data:`CLAIMS`, one side being the paper's full model. The measured reduction is the ablated
@@ -19,7 +19,8 @@ from .stats import NOISE_RULE, verdict
 PAPER_SCALE = (
     "ILSVRC, 1000 classes, 224x224x3 input, widths " + "/".join(map(str, FULL_WIDTHS))
     + ", ~90 epochs ([P] §5). The two-tower vs half-net numbers are ILSVRC-2010 test, 10 views "
-    "(spec §1.4); [P] does not say which split and views the other ablations used"
+    "([C12] layers-145*.cfg training notes); [P] does not say which split and views the other "
+    "ablations used"
 )  # fmt: skip
 
 
@@ -41,7 +42,7 @@ def _is(value):
 
 CLAIMS = [
     Claim("model.half", "two towers vs the one-column half net", _is(False), "1.7", "1.2",
-          "[P] §3.5, spec §1.4"),
+          "[P] §3.5, [C12] layers-145-half.cfg"),
     Claim("model.lrn", "local response normalisation", _is(True), "1.4", "1.2", "[P] §3.3"),
     Claim("model.overlap_pool", "overlapping pooling 3/2 vs 2/2", _is(True), "0.4", "0.3",
           "[P] §3.4"),
@@ -50,7 +51,7 @@ CLAIMS = [
     Claim("model.dropout", "dropout 0.5 in fc6, fc7", lambda v: v != "none",
           "- (less overfitting; ~2x iterations)", "-", "[P] §4.2"),
     Claim("model.preset", "the 2012 code vs the paper's text", _is("original"),
-          "- (same net in [P])", "-", "spec §1.3"),
+          "- (same net in [P])", "-", "[C12] layers-145.cfg vs [P]"),
     Claim("model.cross", "which layers cross towers", _is(tuple(PAPER_CROSS)),
           "- (chosen by cross-validation)", "-", "[P] §3.5"),
 ]  # fmt: skip
