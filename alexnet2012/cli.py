@@ -41,6 +41,10 @@ def cmd_train(args) -> int:
     from . import train
 
     cfg = _config(args)
+    if not cfg.run.dir:
+        from .distributed import restartable_run_dir
+
+        cfg.run.dir = restartable_run_dir(cfg.model.name)  # "" outside torchrun --max-restarts
     resume = bool(args.resume) or _restarted(cfg)
     summary = train.run(cfg, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:

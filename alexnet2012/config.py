@@ -28,7 +28,7 @@ def choice(default, *choices):
 
 @dataclass
 class RunConfig:
-    dir: str = ""  # empty: runs/<model>-<time>
+    dir: str = ""  # empty: runs/<model>-<time> (under torchrun --max-restarts: -<run id>)
     name: str = ""
 
 

@@ -107,6 +107,16 @@ def restart_count() -> int:
     return _env_int("TORCHELASTIC_RESTART_COUNT", 0)
 
 
+def restartable_run_dir(model: str) -> str:
+    """Under ``torchrun --max-restarts=N>0``, the folder a run without ``run.dir`` uses:
+    ``runs/<model>-<torchrun run id>``, the same in every attempt, so a restarted job finds its
+    checkpoints (a time-stamped name would differ). Empty when not restartable."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    if _env_int("TORCHELASTIC_MAX_RESTARTS", 0) <= 0 or not run_id:
+        return ""
+    return f"runs/{model}-" + re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+
+
 def _want_cuda(device_pref: str) -> bool:
     if device_pref not in DEVICE_PREFS:
         raise DistributedError(f"device {device_pref!r}: choose from {', '.join(DEVICE_PREFS)}")

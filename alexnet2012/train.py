@@ -110,6 +110,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     if not resume:
         checkpoint.refuse_to_overwrite(run_dir)  # a new run never buries an old one
     state = _restore(run_dir, cfg, ex, opt, sched) if resume else RunState()
+    _same_start(env, state.step, run_dir)
     checked = state.step  # the loss is known finite up to here
     logger = make_logger(
         run_dir,
@@ -165,7 +166,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
             if vote.poll(state.step):
                 if not save_now:
                     _save(run_dir, cfg, ex, opt, sched, state, env)
-                _interrupted(logger, state, run_dir)
+                _interrupted(logger, state, run_dir, env)
         val = _uncounted(env.group, evaluate, ex, data, cfg)  # end of an epoch, or the last step
         state.epoch_done(val, at_epoch_end=state.step % per_epoch == 0)
         if state.step % per_epoch == 0:
@@ -177,7 +178,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
                      val["val/top5_err"])  # fmt: skip
         _save(run_dir, cfg, ex, opt, sched, state, env)
         if state.step < total and vote.now():
-            _interrupted(logger, state, run_dir)
+            _interrupted(logger, state, run_dir, env)
         state.restart_clock()
     bar.close()
     summary = _summary(cfg, env, ex, data, state, opt)
@@ -186,12 +187,25 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     return summary
 
 
-def _interrupted(logger, state, run_dir):
+def _interrupted(logger, state, run_dir, env):
+    # no rank exits before rank 0 has written the checkpoint: under torchrun an early exit makes
+    # the agent signal the others, and a second signal would cut rank 0's save short
+    comm.barrier(env.world)
     logger.close()
     raise Interrupted(
         f"stopped by a signal at step {state.step}; checkpoint saved in {run_dir}. "
         f"Continue with: alexnet2012 train --resume {run_dir}"
     )
+
+
+def _same_start(env, step: int, run_dir) -> None:
+    """CheckpointError unless every rank starts from ``step`` (each reads run.dir for itself)."""
+    steps = comm.all_gather_cat(torch.tensor([step], device=env.device), env.world, 0).tolist()
+    if len(set(steps)) > 1:
+        raise checkpoint.CheckpointError(
+            f"the ranks found different checkpoints in {run_dir} (steps {steps} by rank): "
+            "run.dir must be one folder that every node sees, on a shared filesystem"
+        )
 
 
 def _uncounted(group, fn, *args):
@@ -225,7 +239,8 @@ def _payload(cfg, ex, opt, sched, state) -> dict:
         "state": state.state_dict(),
         "step": state.step,
         "rng": torch.get_rng_state(),  # the baselines' nn.Dropout draws from it
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # this rank's GPU only (ranks resume from rank 0's file; the GPU count may change)
+        "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
     }
 
 
@@ -243,12 +258,16 @@ def _save(run_dir, cfg, ex, opt, sched, state, env) -> None:
 
 def _restore(run_dir, cfg, ex, opt, sched) -> RunState:
     payload, path = checkpoint.load_for_resume(run_dir)
-    was = config.to_dict(config.from_dict(payload["config"]))["model"]
-    now = config.to_dict(cfg)["model"]
-    if diff := [f"model.{k}={was[k]!r} there, {now[k]!r} now" for k in now if was[k] != now[k]]:
+    was, now = config.to_dict(config.from_dict(payload["config"])), config.to_dict(cfg)
+    # the architecture, and the update rule: PaperSGD's velocity holds lr x torch's (ref §2)
+    keys = [("model", k) for k in now["model"]] + [("train", "update")]
+    diff = [f"{a}.{k}={was[a][k]!r} there, {now[a][k]!r} now" for a, k in keys
+            if was[a][k] != now[a][k]]  # fmt: skip
+    if diff:
         raise checkpoint.CheckpointError(
-            f"{path}: written by a run with another architecture ({'; '.join(diff)}); resume "
-            "with that run's config (drop the model.* overrides) or start a new run.dir"
+            f"{path}: written by a run with another architecture or update rule "
+            f"({'; '.join(diff)}); resume with that run's config (drop those overrides) or "
+            "start a new run.dir"
         )
     ex.load_canonical(payload["model"])
     load_optimizer_state_by_name(opt, ex.local_by_name(payload["optimizer"]))
@@ -256,8 +275,8 @@ def _restore(run_dir, cfg, ex, opt, sched) -> RunState:
     state = RunState()
     state.load_state_dict(payload["state"])
     torch.set_rng_state(payload["rng"])
-    if payload["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    if isinstance(payload.get("cuda_rng"), torch.Tensor) and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(payload["cuda_rng"])  # the current device's generator
     log.info("resumed from %s at step %d", path, state.step)
     return state
 

@@ -226,6 +226,18 @@ def test_setup_without_torchrun_is_one_process(monkeypatch):
         distributed.setup(5, "tpu")
 
 
+def test_restartable_run_dir(monkeypatch):
+    """A job torchrun may restart gets one folder for all its attempts; others get none."""
+    for k in ("TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(k, raising=False)
+    assert distributed.restartable_run_dir("alexnet2012") == ""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "3f2a/9:b")
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "0")
+    assert distributed.restartable_run_dir("alexnet2012") == ""
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "2")
+    assert distributed.restartable_run_dir("streamlined") == "runs/streamlined-3f2a_9_b"
+
+
 def fail_on_rank1(rank: int) -> None:
     if rank == 1:
         raise RuntimeError("rank 1 fails on purpose")

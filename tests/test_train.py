@@ -2,8 +2,10 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from spawn import run_ranks
 
@@ -85,6 +87,53 @@ def test_two_ranks_train_like_one_process(tmp_path):
         got[0], probe_logits(checkpoint.load(path_one)["model"], cfg).numpy(), rtol=1e-5, atol=1e-6
     )
     np.testing.assert_allclose(single.numpy(), probe_logits(wa, cfg).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_two_ranks_split_overlap_and_resume_like_one_process(tmp_path):
+    """fc8 split, overlapped exchanges, and a two-rank run stopped at step 9 and resumed on two
+    ranks: the same losses as one unbroken process."""
+    extra = ["train.max_steps=18", "train.momentum=0.9", "train.lr=0.02"]
+    ranks = [*extra, "parallel.fc8=split", "parallel.overlap=true", "train.checkpoint_every=9"]
+    one = tmp_path / "one"
+    train.run(cfg_for(one, *extra))
+    two = tmp_path / "two"
+    run_ranks(_train_two_ranks, 2, tmp_path, args=(str(two), [*ranks, "train.max_steps=9"]))
+    assert max(losses(two)) == 9
+    run_ranks(_resume_two_ranks, 2, tmp_path, args=(str(two), ["train.max_steps=18"]))
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == list(range(1, 19))
+    for step in a:
+        assert abs(a[step] - b[step]) <= 1e-4 * abs(a[step]), step
+
+
+def _resume_two_ranks(rank, run_dir, overrides):
+    cfg = load_config(f"{run_dir}/config.yaml", [*overrides, f"run.dir={run_dir}"])
+    env = distributed.mesh_env(rank, 2, rank, torch.device("cpu"), "gloo")
+    return train.run(cfg, resume=True, env=env)
+
+
+def _start_at(rank, steps):
+    env = SimpleNamespace(world=comm.world(), device=torch.device("cpu"))
+    try:
+        train._same_start(env, steps[rank], "runs/x")
+    except checkpoint.CheckpointError as e:
+        return str(e)
+    return "agreed"
+
+
+def test_ranks_that_find_different_checkpoints_stop(tmp_path):
+    out = run_ranks(_start_at, 2, tmp_path, args=((10, 0),))
+    assert all("steps [10, 0] by rank" in m and "shared filesystem" in m for m in out), out
+    assert run_ranks(_start_at, 2, tmp_path, args=((10, 10),)) == ["agreed", "agreed"]
+
+
+def test_resume_refuses_another_update_rule(tmp_path):
+    """PaperSGD's velocity holds lr x torch SGD's: loading one into the other is refused."""
+    run_dir = tmp_path / "r"
+    train.run(cfg_for(run_dir, "train.max_steps=3", "train.momentum=0.9"))
+    again = load_config(run_dir / "config.yaml", ["train.update=paper", "train.max_steps=6"])
+    with pytest.raises(checkpoint.CheckpointError, match="train.update='pytorch' there, 'paper'"):
+        train.run(again, resume=True)
 
 
 def test_resume_equals_unbroken_run(tmp_path):
