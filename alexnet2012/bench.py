@@ -33,6 +33,7 @@ import torch
 
 from . import benchlib, benchrows, config
 from .benchlib import EXECUTIONS, Job
+from .build import build_model
 from .config import Config, load_config
 from .data.errors import DataError
 from .model import PRESETS
@@ -106,6 +107,9 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
     fc8s = {"config": [cfg.parallel.fc8], "both": ["rank0", "split"]}.get(args.fc8, [args.fc8])
     peak = args.peak_tflops or (PEAK_TFLOPS["bf16" if cfg.train.amp else "fp32"] if cuda else 0)
     rows, notes = [], [r for r in (_refusal(n, cfg, cuda) for n in names) if r]
+    for name in [n for n in names if not _refusal(n, cfg, cuda)]:
+        with torch.device("meta"):  # a bad config fails here in one line, before any process
+            build_model(benchlib.config_for(cfg, name, fc8s[0]), classes, channels)
     for name in [n for n in names if not _refusal(n, cfg, cuda)]:
         for fc8 in fc8s if name == "two_ranks" else [None]:
             run_cfg = benchlib.config_for(cfg, name, fc8)
@@ -236,14 +240,20 @@ def main(args) -> int:
     cfg = load_config(args.config, args.words[1:] if data_mode else args.words)
     if args.steps < 1 or args.warmup < 0:
         raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {args.steps}, {args.warmup}")
+    out = Path(args.json) if args.json else None
+    if out is not None:  # a bad --json path fails now, not after the whole bench
+        if out.is_dir():
+            raise ValueError(f"--json {out}: is a folder; give a file name")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"--json {out}: cannot write there ({e.strerror})") from None
     cuda = _use_cuda(cfg)
     report = data_bench(cfg, args, cuda) if data_mode else train_bench(cfg, args, cuda)
     (_print_data if data_mode else _print_train)(report)
     for note in report["notes"]:
         print(f"note: {note}")
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         out.write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {out}")
     return 0

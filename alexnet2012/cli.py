@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+USER_ERRORS = (ValueError, OSError)  # bad values, files and paths: one line, exit 2
 EXIT_USER_ERROR = 2
 
 
@@ -59,6 +59,22 @@ def _restarted(cfg) -> bool:
     from .distributed import restart_count
 
     return restart_count() > 0 and bool(cfg.run.dir) and bool(checkpoints(cfg.run.dir))
+
+
+def _at_least(low: int):
+    """An argparse type: a whole number >= ``low`` (argparse prints one error line, exit 2)."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse
 
 
 def cmd_summary(args) -> int:
@@ -110,16 +126,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="per-layer shapes, parameters and multiply-adds")
     s.add_argument("--config")
     s.add_argument(
-        "--classes", type=int, default=0, help="default: 10 for Fashion-MNIST, else 1000"
+        "--classes", type=_at_least(0), default=0, help="default: 10 for Fashion-MNIST, else 1000"
     )
-    s.add_argument("--channels", type=int, default=0, help="default: 1 for Fashion-MNIST, else 3")
+    s.add_argument(
+        "--channels", type=_at_least(0), default=0, help="default: 1 for Fashion-MNIST, else 3"
+    )
     s.add_argument("overrides", nargs="*")
     s.set_defaults(fn=cmd_summary, resume=None)
 
     r = sub.add_parser("prepare", help="resize an image tree once into a fast store (ref §3)")
     r.add_argument("src", help="folder with train/ and val/ ImageFolder trees, or one tree")
     r.add_argument("dst", help="output folder")
-    r.add_argument("--size", type=int, default=256)
+    r.add_argument("--size", type=_at_least(32), default=256, help="stored side in pixels")
     r.add_argument("--on-bad", choices=("skip", "stop"), default="skip")
     r.set_defaults(fn=cmd_prepare)
 

@@ -7,6 +7,7 @@ naming the key and what it accepts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -190,11 +191,13 @@ def parse_override(text: str) -> dict:
 def load_yaml(path: str | Path, keep_extends: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {what}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        why = " ".join(str(e).split())  # one line
+        raise ConfigError(f"config file {path} is not valid YAML: {why}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys")
     if not keep_extends:
@@ -243,8 +246,13 @@ def validate(cfg: Config) -> None:
     for key in ("max_steps", "log_every", "checkpoint_every", "plateau_patience", "max_drops"):
         if getattr(t, key) < 0:
             raise ConfigError(f"train.{key} must be 0 or more, got {getattr(t, key)}")
-    if t.lr <= 0:
-        raise ConfigError(f"train.lr must be positive, got {t.lr}")
+    if not (0 < t.lr < math.inf):  # also refuses nan
+        raise ConfigError(f"train.lr must be a positive number, got {t.lr}")
+    for key in ("momentum", "weight_decay"):
+        if not (0 <= getattr(t, key) < math.inf):
+            raise ConfigError(f"train.{key} must be 0 or a positive number, got {getattr(t, key)}")
+    if cfg.data.synthetic_size < 1:
+        raise ConfigError(f"data.synthetic_size must be at least 1, got {cfg.data.synthetic_size}")
     bad = [name for name in m.cross if name not in CROSSABLE]
     if bad:
         raise ConfigError(

@@ -236,11 +236,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dst", help="a .pt/.pth file (state dict) or a run folder")
     p.add_argument("--from", dest="kind", choices=("caffe", "torchvision"), required=True)
     p.add_argument("--evaluate", action="store_true", help="test the run folder (10 views)")
+    p.add_argument("--force", action="store_true", help="replace an existing DST .pt/.pth file")
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config overrides for the run folder, e.g. data.root=...")  # fmt: skip
 
 
+def _refuse_to_overwrite(dst: Path, force: bool) -> None:
+    """A weights file is replaced only with --force; a run folder never."""
+    if dst.suffix in (".pt", ".pth"):
+        if dst.exists() and not force:
+            raise ConvertError(f"{dst} exists; pass --force to replace it, or choose another")
+        return
+    if (dst / "config.yaml").exists():
+        raise ConvertError(
+            f"{dst} already holds a run (config.yaml); choose a new run folder for the "
+            "converted weights"
+        )
+    checkpoint.refuse_to_overwrite(dst)
+
+
 def main(args) -> int:
+    _refuse_to_overwrite(Path(args.dst), args.force)  # before any work
     flat = read_weights(args.src)
     convert = from_caffe if args.kind == "caffe" else from_torchvision
     state, sizes = convert(flat, str(args.src))

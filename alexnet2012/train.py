@@ -96,6 +96,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     torch.manual_seed(cfg.seed)
     dev, t = env.device, cfg.train
     data = build_data(cfg, input_size(cfg), dev)
+    per_epoch = data.full_batches(t.batch_size, env.data.size)  # before anything is written
     model = build_model(cfg, data.num_classes, data.in_channels)  # whole net, one seed
     # this rank keeps its tower's slices; its gradients are averaged over the tower's replicas
     ex = Execution(model, env.group, cfg.parallel.fc8, cfg.parallel.overlap, env.data)
@@ -120,7 +121,6 @@ def _train(cfg: Config, env, resume: bool) -> dict:
         resume_step=state.step if resume or distributed.restart_count() else None,
         run_name=cfg.run.name or None,
     )
-    per_epoch = data.steps_per_epoch(t.batch_size, env.data.size)
     shard = (env.data.rank, env.data.size)  # both towers of a pair read the same shard
     total = per_epoch * t.epochs if not t.max_steps else min(t.max_steps, per_epoch * t.epochs)
     env.group.reset_counters()

@@ -32,7 +32,11 @@ NAMES = [
     "train/val classes differ", "unknown key", "wrong type", "unknown preset", "unknown layer",
     "batch size 0", "world size 3", "resume, other architecture",
     "checkpoint from another project", "resume a folder that is no run",
-    "new run over a saved one",
+    "new run over a saved one", "too few images for one batch", "learning rate nan",
+    "synthetic size negative", "store without data.root", "prepare size too small",
+    "prepare into a file", "bench input too small", "bench --json into a file",
+    "compare a damaged summary", "store metadata damaged", "config is a folder",
+    "summary classes negative",
 ]  # fmt: skip
 STRIP = {"ALEXNET2012_FAULT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
          "MASTER_ADDR", "MASTER_PORT"}  # fmt: skip
@@ -97,6 +101,13 @@ def cases(tmp: Path, saved: Path) -> dict:
     (other / "checkpoints").mkdir(parents=True)
     (other / "checkpoints" / "model_best.pth").write_bytes(b"\x80\x04not ours")
     new = tmp / "never_created"
+    a_file = tmp / "a_file.txt"
+    a_file.write_text("a user's file\n")
+    damaged = shutil.copytree(saved, tmp / "run_damaged")
+    (damaged / "summary.json").write_text("[1, 2]\n")
+    bad_meta = tmp / "bad_meta"
+    bad_meta.mkdir()
+    (bad_meta / "meta.json").write_text("[1]\n")
 
     def fresh(*extra):
         return ["train", "--config", DEBUG, *extra, f"run.dir={new}"]
@@ -139,7 +150,7 @@ def cases(tmp: Path, saved: Path) -> dict:
         "world size 3": (fresh(*SMALL), ws3, ["WORLD_SIZE=3", "--nproc_per_node=2"], new),
         "resume, other architecture": (resume("arch", "model.widths=[32,64,96,96,64,128,128]"),
                                        {}, ["another architecture", "model.widths=",
-                                            "drop the model.* overrides"], runs["arch"]),
+                                            "drop those overrides"], runs["arch"]),
         "checkpoint from another project": (resume("foreign"), {},
                                             ["ckpt-00000009.pt: not an alexnet2012 checkpoint",
                                              "start a new run.dir"], runs["foreign"]),
@@ -148,6 +159,34 @@ def cases(tmp: Path, saved: Path) -> dict:
         "new run over a saved one": (["train", "--config", DEBUG, *SMALL,
                                       f"run.dir={runs['fresh']}"], {},
                                      ["already holds a run", "--resume"], runs["fresh"]),
+        "too few images for one batch": (fresh(*SMALL, "data.synthetic_size=8"), {},
+                                         ["make no full batch of 16", "lower train.batch_size"],
+                                         new),
+        "learning rate nan": (fresh(*SMALL, "train.lr=nan"), {},
+                              ["train.lr must be a positive number, got nan"], new),
+        "synthetic size negative": (fresh(*SMALL, "data.synthetic_size=-5"), {},
+                                    ["data.synthetic_size must be at least 1"], new),
+        "store without data.root": (fresh("data.name=imagefolder"), {},
+                                    ["data.root is empty", "alexnet2012 prepare SRC DST"], new),
+        "prepare size too small": (["prepare", str(mismatch), str(new), "--size", "0"], {},
+                                   ["--size", "must be at least 32, got 0"], new),
+        "prepare into a file": (["prepare", str(tmp / "mismatch"), str(a_file)], {},
+                                [f"DST {a_file} is a file"], tmp / "mismatch"),
+        "bench input too small": (["bench", "--config", DEBUG, *SMALL, "model.input_size=32",
+                                   "--executions", "emulated"], {},
+                                  ["input size 32 is too small"], new),
+        "bench --json into a file": (["bench", "--config", DEBUG, *SMALL, "--executions",
+                                      "emulated", "--json", str(a_file / "x.json")], {},
+                                     ["--json", "cannot write there"], tmp / "mismatch"),
+        "compare a damaged summary": (["compare", str(damaged), "--out", str(new)], {},
+                                      ["summary.json: holds a list", "give run folders"], new),
+        "store metadata damaged": (fresh("data.name=imagefolder", f"data.root={bad_meta}"), {},
+                                   ["meta.json: not the metadata", "rerun `alexnet2012 prepare"],
+                                   bad_meta),
+        "config is a folder": (["train", "--config", str(tmp)], {},
+                               [f"config file {tmp} is a folder"], new),
+        "summary classes negative": (["summary", "--classes", "-5"], {},
+                                     ["--classes", "must be at least 0, got -5"], new),
     }  # fmt: skip
 
 

@@ -240,10 +240,23 @@ def test_imagefolder_pipeline(tree, tmp_path):
     images = torch.from_numpy(store.images("val")[:6].copy()).permute(0, 3, 1, 2).float()
     torch.testing.assert_close(x, images[:, :, 2:30, 2:30] - mean_patch)  # [C12] centre patch
     assert y.tolist() == store.labels("val")[:6].tolist()
-    for noise in ("paper", "code"):
-        cfg.data.colour_noise = noise
-        xn, _ = next(build_data(cfg, 28, "cpu").train_batches(0, 8, 0))
-        assert xn.shape == (8, 3, 28, 28) and xn.abs().max() < 400
+    shifts = {}
+    for normalize in (True, False):  # noise goes on mean-subtracted pixels either way ([C12])
+        cfg.data.normalize = normalize
+        cfg.data.colour_noise = "none"
+        plain, _ = next(build_data(cfg, 28, "cpu").train_batches(0, 8, 0))
+        for noise in ("paper", "code"):
+            cfg.data.colour_noise = noise
+            xn, _ = next(build_data(cfg, 28, "cpu").train_batches(0, 8, 0))  # same crops
+            a, b = (xn, plain) if normalize else (xn * 255 - mean_patch, plain * 255 - mean_patch)
+            shift = a * (1.1 if noise == "code" else 1.0) - b  # code: (x + rgb) / 1.1
+            flat = shift.flatten(2)  # (8, 3, 28*28): one colour shift per image and channel
+            assert (flat.std(2) < 1e-3).all(), (normalize, noise, flat.std(2).max())
+            assert (flat.mean(2).abs().sum(1) > 0.1).all(), (normalize, noise)
+            shifts[normalize, noise] = flat.mean(2)
+    for noise in ("paper", "code"):  # the same draws whether or not pixels are standardised
+        torch.testing.assert_close(shifts[True, noise], shifts[False, noise], rtol=0, atol=1e-3)
+    assert not torch.allclose(shifts[True, "paper"], shifts[True, "code"])
 
 
 def test_synthetic_is_learnable():

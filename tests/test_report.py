@@ -223,8 +223,21 @@ def test_converted_run_folder_evaluates(tmp_path, capsys):
     assert cli.main(["convert", str(tmp_path / "small.npz"), str(run), "--from", "caffe",
                      "--evaluate", "--set", *data]) == 0  # fmt: skip
     printed = capsys.readouterr().out
-    assert "test/top1_err: " in printed and "test10/top5_err: " in printed
+    scores = dict(line.split(": ") for line in printed.splitlines() if line.startswith("test"))
+    assert {"test/top1_err", "test10/top5_err"} <= set(scores), printed
+    assert all(0 <= float(v) <= 1 for k, v in scores.items() if "err" in k), scores
     assert load_run(run).config["model"]["widths"] == [8, 16, 16, 16, 8, 32, 32]
+    # the run folder and an existing weights file are never overwritten
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    npz = str(tmp_path / "small.npz")
+    assert cli.main(["convert", npz, str(run), "--from", "caffe"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+    (tmp_path / "mine.pt").write_bytes(b"keep")
+    assert cli.main(["convert", npz, str(tmp_path / "mine.pt"), "--from", "caffe"]) == 2
+    assert "--force" in capsys.readouterr().err and (tmp_path / "mine.pt").read_bytes() == b"keep"
+    assert cli.main(["convert", npz, str(tmp_path / "mine.pt"), "--from", "caffe", "--force"]) == 0
+    assert "conv1.weight" in torch.load(tmp_path / "mine.pt", weights_only=True)
 
 
 def test_fidelity_configs_each_change_one_ablation_key():

@@ -84,6 +84,16 @@ class Data(ABC):
         """
         return self.train_size // (batch_size * replicas)
 
+    def full_batches(self, batch_size: int, replicas: int = 1) -> int:
+        """:meth:`steps_per_epoch`, or DataError when the data make not even one batch."""
+        steps = self.steps_per_epoch(batch_size, replicas)
+        if steps == 0:
+            raise DataError(
+                f"{self.name}: {self.train_size} training images make no full batch of "
+                f"{batch_size * replicas}; lower train.batch_size or use more images"
+            )
+        return steps
+
     def train_batches(
         self, epoch: int, batch_size: int, seed: int, start: int = 0, shard: tuple = (0, 1)
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -95,12 +105,7 @@ class Data(ABC):
         shard and so get the same images and augmentation.
         """
         index, count = shard
-        steps = self.steps_per_epoch(batch_size, count)
-        if steps == 0:
-            raise DataError(
-                f"{self.name}: {self.train_size} training images make no full batch of "
-                f"{batch_size * count}; lower train.batch_size or use more images"
-            )
+        steps = self.full_batches(batch_size, count)
         order = torch.randperm(self.train_size, generator=generator(STREAM_ORDER, seed, epoch))
         size = batch_size * count
         chunks = (

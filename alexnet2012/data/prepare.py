@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from .errors import DataError
 from .store import FORMAT, META, SPLITS
-from .writer import StoreWriter
+from .writer import StoreWriter, read_state
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +158,15 @@ def prepare_main(
     if on_bad not in ("skip", "stop"):
         raise ValueError(f"on_bad must be 'skip' or 'stop', got {on_bad!r}")
     src_p, dst_p = Path(src).expanduser(), Path(dst).expanduser()
+    if dst_p.exists() and not dst_p.is_dir():
+        raise DataError(f"DST {dst_p} is a file; give a folder for the store")
     classes, items, how = scan(src_p)
     if not items["train"]:
         raise DataError(f"{src_p}: no training files found")
     fingerprint = _fingerprint(items, size)
     dst_p.mkdir(parents=True, exist_ok=True)
     if (dst_p / META).is_file():
-        meta = json.loads((dst_p / META).read_text())
+        meta = read_state(dst_p / META)
         if meta.get("fingerprint") != fingerprint:
             raise DataError(
                 f"{dst_p} already holds a store made from other files or another "

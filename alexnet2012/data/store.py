@@ -94,6 +94,12 @@ class Store:
             self.meta = json.loads(meta.read_text())
         except json.JSONDecodeError as e:
             raise DataError(f"{meta}: not valid JSON ({e}); rerun prepare into a new DST") from None
+        keys = ("format", "size", "classes", "pca")
+        if not isinstance(self.meta, dict) or not all(k in self.meta for k in keys):
+            raise DataError(
+                f"{meta}: not the metadata `alexnet2012 prepare` writes (needs {', '.join(keys)}); "
+                "rerun `alexnet2012 prepare SRC DST` into a new DST"
+            )
         if self.meta.get("format") != FORMAT:
             raise DataError(
                 f"{meta}: store format {self.meta.get('format')} is not {FORMAT}; "

@@ -20,6 +20,19 @@ from .store import FORMAT, META, PROGRESS, SPLITS, shrink_npy, write_atomic, wri
 log = logging.getLogger(__name__)
 
 
+def read_state(path: Path) -> dict:
+    """A JSON object that prepare wrote (meta.json, progress.json); DataError naming the file."""
+    try:
+        state = json.loads(path.read_text())
+    except ValueError as e:
+        state, why = None, f"not valid JSON ({e})"
+    else:
+        why = f"a {type(state).__name__}, not a JSON object"
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: {why}; delete DST and run `alexnet2012 prepare SRC DST` again")
+    return state
+
+
 def save_npy(path: Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, array)
@@ -41,7 +54,7 @@ class StoreWriter:
         self.dst, self.items, self.size = dst, items, size
         self.resumed = (dst / PROGRESS).is_file()
         if self.resumed:
-            self.state = json.loads((dst / PROGRESS).read_text())
+            self.state = read_state(dst / PROGRESS)
             if self.state.get("fingerprint") != fingerprint:
                 raise DataError(
                     f"{dst} holds an unfinished store made from other files or another size; "

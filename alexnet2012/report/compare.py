@@ -122,7 +122,10 @@ def build_report(runs: list[Run], out: str | Path, paper: bool = False) -> dict:
     if not runs:
         raise RunError("no runs to compare: give run folders or --wandb ENTITY/PROJECT")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"--out {out}: cannot make the report folder there ({e.strerror})") from None
     groups = group_runs(runs)
     table = run_table(runs)
     text = ["# Run comparison", "", f"{len(runs)} runs in {len(groups)} groups.", "", *table]

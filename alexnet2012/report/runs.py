@@ -67,10 +67,31 @@ def _read_jsonl(path: Path) -> list[dict]:
     rows = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
-            log.warning("%s line %d is not JSON (cut short by a crash?); skipped", path, n)
+            row = None
+        if not isinstance(row, dict) or not _numbers(row):
+            log.warning("%s line %d is not a JSON record of numbers; skipped", path, n)
+            continue
+        rows.append(row)
     return rows
+
+
+MEASURED = ("err", "loss", "images_per_s", "wall_s", "steps", "lr")  # summary keys holding numbers
+
+
+def _numbers(d: dict) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in d.values())
+
+
+def _mapping(value, path: Path, what: str) -> dict:
+    """``value`` if it is a mapping, else RunError naming the file (damaged, or not ours)."""
+    if not isinstance(value, dict):
+        raise RunError(
+            f"{path}: holds a {type(value).__name__}, not the {what} `alexnet2012 train` writes; "
+            "give run folders written by train, or delete the damaged file"
+        )
+    return value
 
 
 def load_run(path: str | Path) -> Run:
@@ -82,18 +103,26 @@ def load_run(path: str | Path) -> Run:
     found = []
     if (path / "config.yaml").is_file():
         try:
-            run.config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+            loaded = yaml.safe_load((path / "config.yaml").read_text()) or {}
         except yaml.YAMLError as e:
             raise RunError(f"{path}/config.yaml is not valid YAML: {e}") from None
+        run.config = _mapping(loaded, path / "config.yaml", "config mapping")
         found.append("config.yaml")
     if (path / "metrics.jsonl").is_file():
         run.metrics = _read_jsonl(path / "metrics.jsonl")
         found.append("metrics.jsonl")
     if (path / "summary.json").is_file():
         try:
-            run.summary = json.loads((path / "summary.json").read_text())
+            loaded = json.loads((path / "summary.json").read_text())
         except ValueError as e:
             raise RunError(f"{path}/summary.json is not valid JSON: {e}") from None
+        run.summary = _mapping(loaded, path / "summary.json", "summary mapping")
+        measured = {k: v for k, v in run.summary.items() if any(w in k for w in MEASURED)}
+        if not _numbers(measured):
+            raise RunError(
+                f"{path}/summary.json: a measured value is not a number ({measured}); it was not "
+                "written by `alexnet2012 train`, or is damaged"
+            )
         found.append("summary.json")
     if not found:
         raise RunError(
