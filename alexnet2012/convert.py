@@ -109,7 +109,14 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
             data = data.item() if data.dtype == object and data.shape == () else None
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(data, dict) and data.get("format") == checkpoint.FORMAT:
+                raise ConvertError(
+                    f"{path}: already an alexnet2012 checkpoint; put it in a run folder's "
+                    "checkpoints/ and resume or evaluate that folder instead"
+                )
             data = data.get("state_dict", data) if isinstance(data, dict) else None
+    except ConvertError:
+        raise
     except Exception as e:
         raise ConvertError(f"{path}: cannot be read ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict):

@@ -42,7 +42,7 @@ class RunState:
         self.last_val_step = -1
         self.train_time = 0.0  # seconds spent in training steps (evaluation excluded)
         self._tick = time.perf_counter()
-        self._window_steps = 0
+        self._timed_steps = 0  # steps this process ran since the last flush (rates only)
 
     def add(self, loss, logits, y, holds_logits: bool) -> None:
         if self.window.device != loss.device:
@@ -52,7 +52,7 @@ class RunState:
             n = torch.full_like(c1, len(y))  # no host-to-device copy
             self.window += torch.stack([loss * len(y), c1, c5, n])
         self.steps_run += 1
-        self._window_steps += 1
+        self._timed_steps += 1
 
     def restart_clock(self) -> None:
         self._tick = time.perf_counter()
@@ -61,10 +61,12 @@ class RunState:
         """Metrics of the steps since the last flush; every rank gets the same values."""
         loss, c1, c5, n = ex.share(self.window.clone()).tolist()  # waits for the device
         now = time.perf_counter()
-        elapsed, steps = now - self._tick, max(self._window_steps, 1)
+        # rates from the steps timed here: after a resume the restored window holds steps that
+        # an earlier process ran
+        elapsed, steps = now - self._tick, max(self._timed_steps, 1)
         self.train_time += elapsed
         self.window.zero_()
-        self._tick, self._window_steps = now, 0
+        self._tick, self._timed_steps = now, 0
         return {
             "train/loss": loss / max(n, 1),
             "train/top1_err": 1 - c1 / max(n, 1),
@@ -92,12 +94,12 @@ class RunState:
 
     def state_dict(self) -> dict:
         return {"step": self.step, "window": self.window.cpu(), "best_val": self.best_val,
-                "last_val": self.last_val, "window_steps": self._window_steps,
+                "last_val": self.last_val,
                 "last_val_step": self.last_val_step}  # fmt: skip
 
     def load_state_dict(self, s: dict) -> None:
         self.step, self.best_val, self.last_val = s["step"], s["best_val"], s["last_val"]
-        self.window, self._window_steps = s["window"].clone(), s["window_steps"]
+        self.window = s["window"].clone()
         self.last_val_step = s.get("last_val_step", -1)
 
 

@@ -238,6 +238,9 @@ def test_converted_run_folder_evaluates(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err and (tmp_path / "mine.pt").read_bytes() == b"keep"
     assert cli.main(["convert", npz, str(tmp_path / "mine.pt"), "--from", "caffe", "--force"]) == 0
     assert "conv1.weight" in torch.load(tmp_path / "mine.pt", weights_only=True)
+    own = str(run / "checkpoints" / "ckpt-00000000.pt")  # this project's own checkpoint
+    assert cli.main(["convert", own, str(tmp_path / "again.pt"), "--from", "caffe"]) == 2
+    assert "already an alexnet2012 checkpoint" in capsys.readouterr().err
 
 
 def test_fidelity_configs_each_change_one_ablation_key():
