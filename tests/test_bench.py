@@ -8,6 +8,7 @@ at fc8 the fc7 output once each way (fc8 on rank 0), or the logits once (fc8 spl
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,32 @@ def test_bench_data_on_synthetic(tmp_path):
 def test_bad_arguments_are_user_errors(capsys):
     assert cli.main(["bench", *TINY, "--executions", "two_ranks,nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_gpu_check_runs_without_cuda_or_optional_packages(tmp_path):
+    """launch/gpu_check.sh up to its GPU-only parts: here it says there is no CUDA, runs the
+    same benches tiny on the CPU and prints its summary, with wandb, pytest and torchvision made
+    unimportable (the GPU machine may lack them)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    stubs = tmp_path / "stubs"
+    for name in ("wandb", "pytest", "torchvision"):
+        (stubs / name).mkdir(parents=True)
+        (stubs / name / "__init__.py").write_text(f"raise ImportError('{name} is absent here')\n")
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
+           "PYTHONPATH": str(stubs), "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    probe = subprocess.run([sys.executable, "-c", "import wandb"], env=env, capture_output=True)
+    assert b"wandb is absent here" in probe.stderr  # the stubs do hide the packages
+    result = subprocess.run(["bash", "launch/gpu_check.sh"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    assert "CUDA is not available here; skipped" in out and "GPU parts (2, 3) skipped" in out
+    for name in ("streamlined", "emulated"):
+        assert re.search(rf"bench_cpu_tiny.json: {name} +\d+ img/s, epoch +[\d.]+ s", out), out
+    report = json.loads((tmp_path / "out" / "bench_cpu_tiny.json").read_text())
+    assert {r["name"] for r in report["results"]} == {"streamlined", "emulated"}
+    assert all(r["images_per_s"] > 0 for r in report["results"])
