@@ -93,10 +93,12 @@ def _root_problem(folder: Path) -> str:
     """What is wrong with a ``data.root`` that :func:`find_files` did not accept."""
     if not folder.is_dir():
         return "no such folder"
-    missing = [n for n in FILES.values() if not any(folder.glob(f"{n}*"))]
+    missing = [n for n in FILES.values() if not any(p.is_file() for p in folder.glob(f"{n}*"))]
     if len(missing) == len(FILES):
         return "holds none of the four Fashion-MNIST IDX files"
-    return f"lacks {', '.join(f'{n}[.gz]' for n in missing)}"
+    if missing:
+        return f"lacks {', '.join(f'{n}[.gz]' for n in missing)}"
+    return "holds the four file names, but not all as readable files"
 
 
 def locate(root: str | Path = "", system_dir: Path = SYSTEM_DIR, cache: Path = CACHE_DIR):
