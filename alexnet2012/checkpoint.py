@@ -83,6 +83,20 @@ def refuse_to_overwrite(run_dir: str | Path) -> None:
         )
 
 
+JOB_FILE = "torchrun_job"  # the torchrun run id of the job that started the run folder
+
+
+def mark_job(run_dir: str | Path, job: str) -> None:
+    """Record that torchrun job ``job`` started the run in ``run_dir`` (its restarts resume it)."""
+    (Path(run_dir) / JOB_FILE).write_text(job + "\n")
+
+
+def started_by(run_dir: str | Path) -> str:
+    """The torchrun job that started the run in ``run_dir`` ("" if none is recorded)."""
+    path = Path(run_dir) / JOB_FILE
+    return path.read_text().strip() if path.is_file() else ""
+
+
 def save(run_dir: str | Path, payload: dict, step: int, keep: int = 2) -> Path:
     """Write ``payload`` (tagged with the format marker) as checkpoint ``step``; keep the newest
     ``keep`` checkpoints and delete the older ones. Returns the checkpoint's path."""

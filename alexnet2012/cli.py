@@ -39,12 +39,14 @@ def _config(args):
 
 def cmd_train(args) -> int:
     from . import train
+    from .config import ConfigError
 
     cfg = _config(args)
-    if not cfg.run.dir:
-        from .distributed import restartable_run_dir
-
-        cfg.run.dir = restartable_run_dir(cfg.model.name)  # "" outside torchrun --max-restarts
+    if not cfg.run.dir and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
+        raise ConfigError(
+            "torchrun --max-restarts needs run.dir=DIR: a restarted job continues from the "
+            "checkpoints there (a time-stamped folder would differ in every attempt)"
+        )
     resume = bool(args.resume) or _restarted(cfg)
     summary = train.run(cfg, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -54,11 +56,15 @@ def cmd_train(args) -> int:
 
 
 def _restarted(cfg) -> bool:
-    """Under ``torchrun --max-restarts``, a restarted job continues from its last checkpoint."""
-    from .checkpoint import checkpoints
-    from .distributed import restart_count
+    """Under ``torchrun --max-restarts``, a restarted job continues from its last checkpoint,
+    in a run folder this same job started (never one an earlier job left there)."""
+    from .checkpoint import checkpoints, started_by
+    from .distributed import restart_count, restartable_job
 
-    return restart_count() > 0 and bool(cfg.run.dir) and bool(checkpoints(cfg.run.dir))
+    job, run_dir = restartable_job(), cfg.run.dir
+    if restart_count() == 0 or not job or not run_dir or not checkpoints(run_dir):
+        return False
+    return started_by(run_dir) == job
 
 
 def _at_least(low: int):
@@ -178,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except RuntimeError as e:  # a run that stopped: a signal, a non-finite loss, a lost peer
         from .distributed import PeerError
+        from .snapshot import TrainingError
         from .stopping import Interrupted
-        from .train import TrainingError
 
         if not isinstance(e, Interrupted | TrainingError | PeerError):
             raise

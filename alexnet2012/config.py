@@ -29,7 +29,7 @@ def choice(default, *choices):
 
 @dataclass
 class RunConfig:
-    dir: str = ""  # empty: runs/<model>-<time> (under torchrun --max-restarts: -<run id>)
+    dir: str = ""  # empty: runs/<model>-<time> (torchrun --max-restarts needs one)
     name: str = ""
 
 

@@ -107,14 +107,14 @@ def restart_count() -> int:
     return _env_int("TORCHELASTIC_RESTART_COUNT", 0)
 
 
-def restartable_run_dir(model: str) -> str:
-    """Under ``torchrun --max-restarts=N>0``, the folder a run without ``run.dir`` uses:
-    ``runs/<model>-<torchrun run id>``, the same in every attempt, so a restarted job finds its
-    checkpoints (a time-stamped name would differ). Empty when not restartable."""
+def restartable_job() -> str:
+    """Under ``torchrun --max-restarts=N>0``: torchrun's run id, which names one job in all its
+    attempts ("" otherwise). torchrun's default id "none" names no job in particular, so it
+    counts as no id: such a job is not resumed on a restart (give --rdzv-id or --standalone)."""
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
-    if _env_int("TORCHELASTIC_MAX_RESTARTS", 0) <= 0 or not run_id:
+    if _env_int("TORCHELASTIC_MAX_RESTARTS", 0) <= 0 or run_id in ("", "none"):
         return ""
-    return f"runs/{model}-" + re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+    return run_id
 
 
 def _want_cuda(device_pref: str) -> bool:

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from . import checkpoint, comm, config, distributed, faults
+from . import comm, config, distributed, faults, snapshot
 from .build import build_model, input_size
 from .config import Config
 from .data.loader import build_data
@@ -26,19 +26,14 @@ from .layers import set_dropout_step
 from .optim import (
     build_optimizer,
     build_schedule,
-    load_optimizer_state_by_name,
-    optimizer_state_by_name,
 )
 from .parallel import Execution
-from .runinfo import RunState, correct_counts, peak_memory, progress, resolve_run_dir
+from .runinfo import correct_counts, peak_memory, progress, resolve_run_dir
+from .snapshot import TrainingError
 from .stopping import Interrupted, StopVote, stop_on_signals
 from .tracking import make_logger
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (a non-finite loss); the last good checkpoint is kept."""
 
 
 def evaluate(ex: Execution, data, cfg: Config, ten_view: bool = False) -> dict[str, float]:
@@ -108,10 +103,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     opt = build_optimizer(ex.named_parameters(), t)
     sched = build_schedule(opt, t)
     run_dir = resolve_run_dir(cfg, env)
-    if not resume:
-        checkpoint.refuse_to_overwrite(run_dir)  # a new run never buries an old one
-    state = _restore(run_dir, cfg, ex, opt, sched) if resume else RunState()
-    _same_start(env, state.step, run_dir)
+    state = snapshot.begin(run_dir, cfg, env, ex, opt, sched, resume)  # fresh, or restored
     checked = state.step  # the loss is known finite up to here
     logger = make_logger(
         run_dir,
@@ -160,12 +152,12 @@ def _train(cfg: Config, env, resume: bool) -> dict:
                         metrics["train/images_per_s"],
                     )  # fmt: skip
             if save_now and not end_of_epoch:
-                _save(run_dir, cfg, ex, opt, sched, state, env)
+                snapshot.save(run_dir, cfg, ex, opt, sched, state, env)
             if end_of_epoch:
                 break
             if vote.poll(state.step):
                 if not save_now:
-                    _save(run_dir, cfg, ex, opt, sched, state, env)
+                    snapshot.save(run_dir, cfg, ex, opt, sched, state, env)
                 _interrupted(logger, state, run_dir, env)
         val = _uncounted(env.group, evaluate, ex, data, cfg)  # end of an epoch, or the last step
         state.epoch_done(val, at_epoch_end=state.step % per_epoch == 0)
@@ -176,7 +168,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
             log.info("epoch %.2f  val loss %.4f  val top-1 err %.4f  top-5 err %.4f",
                      state.step / per_epoch, val["val/loss"], val["val/top1_err"],
                      val["val/top5_err"])  # fmt: skip
-        _save(run_dir, cfg, ex, opt, sched, state, env)
+        snapshot.save(run_dir, cfg, ex, opt, sched, state, env)
         if state.step < total and vote.now():
             _interrupted(logger, state, run_dir, env)
         state.restart_clock()
@@ -196,16 +188,6 @@ def _interrupted(logger, state, run_dir, env):
         f"stopped by a signal at step {state.step}; checkpoint saved in {run_dir}. "
         f"Continue with: alexnet2012 train --resume {run_dir}"
     )
-
-
-def _same_start(env, step: int, run_dir) -> None:
-    """CheckpointError unless every rank starts from ``step`` (each reads run.dir for itself)."""
-    steps = comm.all_gather_cat(torch.tensor([step], device=env.device), env.world, 0).tolist()
-    if len(set(steps)) > 1:
-        raise checkpoint.CheckpointError(
-            f"the ranks found different checkpoints in {run_dir} (steps {steps} by rank): "
-            "run.dir must be one folder that every node sees, on a shared filesystem"
-        )
 
 
 def _uncounted(group, fn, *args):
@@ -228,57 +210,6 @@ def _check_finite(metrics: dict, checked: int, step: int, run_dir) -> None:
             f"checkpoint in {run_dir} is kept. Lower train.lr or check the data, then "
             f"continue with: alexnet2012 train --resume {run_dir} train.lr=..."
         )
-
-
-def _payload(cfg, ex, opt, sched, state) -> dict:
-    return {
-        "config": config.to_dict(cfg),
-        "model": ex.canonical_state(),
-        "optimizer": ex.canonical_by_name(optimizer_state_by_name(opt)),
-        "schedule": sched.state_dict(),
-        "state": state.state_dict(),
-        "step": state.step,
-        "rng": torch.get_rng_state(),  # the baselines' nn.Dropout draws from it
-        # this rank's GPU only (ranks resume from rank 0's file; the GPU count may change)
-        "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
-    }
-
-
-def _save(run_dir, cfg, ex, opt, sched, state, env) -> None:
-    payload = _payload(cfg, ex, opt, sched, state)  # every rank takes part in the gather
-    bad = [k for k, v in payload["model"].items() if not torch.isfinite(v).all()]
-    if bad:  # every rank holds the whole state, so all ranks stop here together
-        raise TrainingError(
-            f"weights {bad[0]} became non-finite by step {state.step}; not saved, the last "
-            f"good checkpoint in {run_dir} is kept. Lower train.lr, then --resume {run_dir}"
-        )
-    if env.is_main:
-        checkpoint.save(run_dir, payload, state.step)
-
-
-def _restore(run_dir, cfg, ex, opt, sched) -> RunState:
-    payload, path = checkpoint.load_for_resume(run_dir)
-    was, now = config.to_dict(config.from_dict(payload["config"])), config.to_dict(cfg)
-    # the architecture, and the update rule: PaperSGD's velocity holds lr x torch's (ref §2)
-    keys = [("model", k) for k in now["model"]] + [("train", "update")]
-    diff = [f"{a}.{k}={was[a][k]!r} there, {now[a][k]!r} now" for a, k in keys
-            if was[a][k] != now[a][k]]  # fmt: skip
-    if diff:
-        raise checkpoint.CheckpointError(
-            f"{path}: written by a run with another architecture or update rule "
-            f"({'; '.join(diff)}); resume with that run's config (drop those overrides) or "
-            "start a new run.dir"
-        )
-    ex.load_canonical(payload["model"])
-    load_optimizer_state_by_name(opt, ex.local_by_name(payload["optimizer"]))
-    sched.load_state_dict(payload["schedule"])
-    state = RunState()
-    state.load_state_dict(payload["state"])
-    torch.set_rng_state(payload["rng"])
-    if isinstance(payload.get("cuda_rng"), torch.Tensor) and torch.cuda.is_initialized():
-        torch.cuda.set_rng_state(payload["cuda_rng"])  # the current device's generator
-    log.info("resumed from %s at step %d", path, state.step)
-    return state
 
 
 def _summary(cfg, env, ex, data, state, opt) -> dict:

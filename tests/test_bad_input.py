@@ -36,7 +36,7 @@ NAMES = [
     "synthetic size negative", "store without data.root", "prepare size too small",
     "prepare into a file", "bench input too small", "bench --json into a file",
     "compare a damaged summary", "store metadata damaged", "config is a folder",
-    "summary classes negative",
+    "summary classes negative", "restartable job without run.dir",
 ]  # fmt: skip
 STRIP = {"ALEXNET2012_FAULT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
          "MASTER_ADDR", "MASTER_PORT"}  # fmt: skip
@@ -187,6 +187,9 @@ def cases(tmp: Path, saved: Path) -> dict:
                                [f"config file {tmp} is a folder"], new),
         "summary classes negative": (["summary", "--classes", "-5"], {},
                                      ["--classes", "must be at least 0, got -5"], new),
+        "restartable job without run.dir": (["train", "--config", DEBUG, *SMALL],
+                                            {"TORCHELASTIC_MAX_RESTARTS": "2"},
+                                            ["torchrun --max-restarts needs run.dir="], new),
     }  # fmt: skip
 
 

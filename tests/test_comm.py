@@ -226,16 +226,19 @@ def test_setup_without_torchrun_is_one_process(monkeypatch):
         distributed.setup(5, "tpu")
 
 
-def test_restartable_run_dir(monkeypatch):
-    """A job torchrun may restart gets one folder for all its attempts; others get none."""
+def test_restartable_job(monkeypatch):
+    """The run id that ties a torchrun job's attempts together; none outside --max-restarts, and
+    none for torchrun's default id "none", which every job without --rdzv-id shares."""
     for k in ("TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(k, raising=False)
-    assert distributed.restartable_run_dir("alexnet2012") == ""
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "3f2a/9:b")
+    assert distributed.restartable_job() == ""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "3f2a9b")
     monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "0")
-    assert distributed.restartable_run_dir("alexnet2012") == ""
+    assert distributed.restartable_job() == ""
     monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "2")
-    assert distributed.restartable_run_dir("streamlined") == "runs/streamlined-3f2a_9_b"
+    assert distributed.restartable_job() == "3f2a9b"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    assert distributed.restartable_job() == ""
 
 
 def fail_on_rank1(rank: int) -> None:

@@ -11,6 +11,7 @@ the terminal summary, and written to ``<pytest base temp>/fault_table.txt``.
 import math
 import random
 import re
+import shutil
 import signal
 import socket
 import time
@@ -36,7 +37,7 @@ from faultkit import (
     verify,
 )
 
-from alexnet2012 import checkpoint, train
+from alexnet2012 import checkpoint, snapshot, train
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -156,7 +157,7 @@ def test_diverging_run_never_saves_non_finite_weights(tmp_path, monkeypatch):
         train.run(cfg_for(tmp_path / "lr", "train.lr=10000.0", "train.checkpoint_every=1"))
     assert verify(tmp_path / "lr")  # at least one checkpoint, all finite
     record("train.lr=10000.0", "stopped, every checkpoint finite")
-    real = train._payload
+    real = snapshot.payload
 
     def poisoned(cfg, ex, opt, sched, state):
         payload = real(cfg, ex, opt, sched, state)
@@ -164,7 +165,7 @@ def test_diverging_run_never_saves_non_finite_weights(tmp_path, monkeypatch):
             payload["model"]["conv1.weight"][0, 0, 0, 0] = float("inf")
         return payload
 
-    monkeypatch.setattr(train, "_payload", poisoned)
+    monkeypatch.setattr(snapshot, "payload", poisoned)
     with pytest.raises(train.TrainingError, match="conv1.weight became non-finite by step 10"):
         train.run(cfg_for(tmp_path / "inf"))
     assert verify(tmp_path / "inf") == [5]
@@ -302,3 +303,17 @@ def test_sigterm_to_torchrun_saves_on_both_ranks_then_resumes(tmp_path, base_two
     assert_same_run(run_dir, base_two)
     record(f"torchrun: SIGTERM after {lines} log lines", f"both ranks saved step {stopped}, "
            "resumed, same metrics", 0)  # fmt: skip
+
+
+def test_torchrun_restart_never_takes_over_an_old_run(tmp_path, base_one):
+    """A new torchrun job pointed at a finished run's folder is refused in every attempt; its
+    restarts do not resume the old run, which stays byte-for-byte as it was."""
+    run_dir = shutil.copytree(base_one, tmp_path / "old")
+    before = {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    log = tmp_path / "new_job.log"
+    [rc] = run_all([start(run_dir, "", "train.lr=0.05", log=log, torchrun=True)])
+    out = log.read_text()
+    assert rc != 0 and out.count("already holds a run") >= 2, out[-4000:]  # attempts 0 and 1+
+    assert "resumed from" not in out, out[-4000:]
+    assert {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()} == before
+    record("torchrun: new job into an old run folder", "refused in every attempt, old run intact")

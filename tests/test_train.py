@@ -9,7 +9,7 @@ import pytest
 import torch
 from spawn import run_ranks
 
-from alexnet2012 import checkpoint, comm, distributed, train
+from alexnet2012 import checkpoint, comm, distributed, snapshot, train
 from alexnet2012.build import build_model
 from alexnet2012.config import load_config
 from alexnet2012.parallel import Execution
@@ -112,19 +112,27 @@ def _resume_two_ranks(rank, run_dir, overrides):
     return train.run(cfg, resume=True, env=env)
 
 
-def _start_at(rank, steps):
-    env = SimpleNamespace(world=comm.world(), device=torch.device("cpu"))
+def _begin_fresh(rank, folders):
+    """A fresh start where each rank reads its own folder (as nodes without a shared one)."""
+    env = SimpleNamespace(world=comm.world(), device=torch.device("cpu"), is_main=rank == 0)
     try:
-        train._same_start(env, steps[rank], "runs/x")
+        snapshot.begin(folders[rank], None, env, None, None, None, resume=False)
     except checkpoint.CheckpointError as e:
         return str(e)
-    return "agreed"
+    return "started"
 
 
-def test_ranks_that_find_different_checkpoints_stop(tmp_path):
-    out = run_ranks(_start_at, 2, tmp_path, args=((10, 0),))
-    assert all("steps [10, 0] by rank" in m and "shared filesystem" in m for m in out), out
-    assert run_ranks(_start_at, 2, tmp_path, args=((10, 10),)) == ["agreed", "agreed"]
+def test_ranks_that_see_different_run_folders_stop(tmp_path):
+    """Rank 1's copy of run.dir holds an old checkpoint, rank 0's is empty: both ranks stop
+    naming the shared filesystem; with the same view both start, or both refuse the old run."""
+    empty, old = tmp_path / "empty", tmp_path / "old"
+    empty.mkdir()
+    checkpoint.save(old, {"w": torch.zeros(1)}, step=3)
+    out = run_ranks(_begin_fresh, 2, tmp_path, args=([str(empty), str(old)],))
+    assert all("steps [0, -1] by rank" in m and "shared filesystem" in m for m in out), out
+    assert run_ranks(_begin_fresh, 2, tmp_path, args=([str(empty)] * 2,)) == ["started"] * 2
+    out = run_ranks(_begin_fresh, 2, tmp_path, args=([str(old)] * 2,))
+    assert all("already holds a run" in m for m in out), out
 
 
 def test_resume_refuses_another_update_rule(tmp_path):

@@ -1,0 +1,111 @@
+"""What a training run's checkpoint holds, and how a run starts from one or afresh.
+
+:func:`save` gathers the canonical state on every rank (rank 0 writes it) and refuses to save
+non-finite weights; :func:`restore` loads it into this rank's slices, refusing a checkpoint of
+another architecture or update rule; :func:`begin` starts a run, fresh or restored, and only
+once every rank agrees on the step it starts from.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from . import checkpoint, comm, config, distributed
+from .optim import load_optimizer_state_by_name, optimizer_state_by_name
+from .runinfo import RunState
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (a non-finite loss); the last good checkpoint is kept."""
+
+
+def payload(cfg, ex, opt, sched, state) -> dict:
+    """The whole run in the canonical layout: every rank takes part in the gathers."""
+    return {
+        "config": config.to_dict(cfg),
+        "model": ex.canonical_state(),
+        "optimizer": ex.canonical_by_name(optimizer_state_by_name(opt)),
+        "schedule": sched.state_dict(),
+        "state": state.state_dict(),
+        "step": state.step,
+        "rng": torch.get_rng_state(),  # the baselines' nn.Dropout draws from it
+        # this rank's GPU only (ranks resume from rank 0's file; the GPU count may change)
+        "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
+    }
+
+
+def save(run_dir, cfg, ex, opt, sched, state, env) -> None:
+    """Checkpoint ``state.step`` (rank 0 writes); TrainingError instead of non-finite weights."""
+    data = payload(cfg, ex, opt, sched, state)
+    bad = [k for k, v in data["model"].items() if not torch.isfinite(v).all()]
+    if bad:  # every rank holds the whole state, so all ranks stop here together
+        raise TrainingError(
+            f"weights {bad[0]} became non-finite by step {state.step}; not saved, the last "
+            f"good checkpoint in {run_dir} is kept. Lower train.lr, then --resume {run_dir}"
+        )
+    if env.is_main:
+        checkpoint.save(run_dir, data, state.step)
+
+
+def restore(run_dir, cfg, ex, opt, sched) -> RunState:
+    """Load the newest good checkpoint of ``run_dir`` into this rank; the run's state."""
+    data, path = checkpoint.load_for_resume(run_dir)
+    was, now = config.to_dict(config.from_dict(data["config"])), config.to_dict(cfg)
+    # the architecture, and the update rule: PaperSGD's velocity holds lr x torch's (ref §2)
+    keys = [("model", k) for k in now["model"]] + [("train", "update")]
+    diff = [f"{a}.{k}={was[a][k]!r} there, {now[a][k]!r} now" for a, k in keys
+            if was[a][k] != now[a][k]]  # fmt: skip
+    if diff:
+        raise checkpoint.CheckpointError(
+            f"{path}: written by a run with another architecture or update rule "
+            f"({'; '.join(diff)}); resume with that run's config (drop those overrides) or "
+            "start a new run.dir"
+        )
+    ex.load_canonical(data["model"])
+    load_optimizer_state_by_name(opt, ex.local_by_name(data["optimizer"]))
+    sched.load_state_dict(data["schedule"])
+    state = RunState()
+    state.load_state_dict(data["state"])
+    torch.set_rng_state(data["rng"])
+    if isinstance(data.get("cuda_rng"), torch.Tensor) and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(data["cuda_rng"])  # the current device's generator
+    log.info("resumed from %s at step %d", path, state.step)
+    return state
+
+
+def begin(run_dir, cfg, env, ex, opt, sched, resume: bool) -> RunState:
+    """A fresh run (never over an old one) or the restored one, once every rank agrees.
+
+    Each rank reads run.dir for itself, so ranks on nodes that do not share it can see different
+    checkpoints; they compare the step they would start from before anything else happens.
+    """
+    problem = None
+    try:
+        if resume:
+            state = restore(run_dir, cfg, ex, opt, sched)
+        else:
+            checkpoint.refuse_to_overwrite(run_dir)  # a new run never buries an old one
+            state = RunState()
+    except checkpoint.CheckpointError as e:
+        state, problem = None, e
+    steps = _gather_steps(env, -1 if state is None else state.step)
+    if problem is not None and min(steps) == max(steps):  # every rank met the same problem
+        raise problem
+    if min(steps) != max(steps):
+        raise checkpoint.CheckpointError(
+            f"the ranks found different checkpoints in {run_dir} (steps {steps} by rank, -1: "
+            "none usable): run.dir must be one folder that every node sees, on a shared "
+            "filesystem"
+        )
+    if not resume and env.is_main and (job := distributed.restartable_job()):
+        checkpoint.mark_job(run_dir, job)  # its restarts, and only they, resume this folder
+    return state
+
+
+def _gather_steps(env, step: int) -> list[int]:
+    mine = torch.tensor([step], device=env.device)
+    return [int(s) for s in comm.all_gather_cat(mine, env.world, 0).tolist()]
