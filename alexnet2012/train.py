@@ -176,6 +176,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     summary = _summary(cfg, env, ex, data, state, opt)
     logger.summary(summary)
     logger.close()
+    comm.barrier(env.world)  # no rank closes its connections while another still uses them
     return summary
 
 

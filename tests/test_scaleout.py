@@ -8,9 +8,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,12 +101,18 @@ def test_multinode_launcher_two_nodes_of_two(tmp_path, pair):
     for n, log in enumerate(logs):
         with open(log, "w") as out:
             procs.append(subprocess.Popen(argv, cwd=root, env={**env, "NODE_RANK": str(n)},
-                                          stdout=out, stderr=subprocess.STDOUT))  # fmt: skip
-    try:
-        codes = [p.wait(timeout=240) for p in procs]
+                                          stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True))  # fmt: skip
+    deadline, codes = time.monotonic() + 240, [None, None]
+    try:  # one node failing ends the test at once (its peer would wait out torchrun's barrier)
+        while None in codes and time.monotonic() < deadline and not any(codes):
+            codes = [p.poll() for p in procs]
+            time.sleep(0.2)
     finally:
         for p in procs:
-            p.kill()
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)  # torchrun and its workers
+            p.wait(timeout=30)
     assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 4
