@@ -3,8 +3,8 @@
 A signal reaches one process (Ctrl-C in a terminal reaches all; a scheduler may signal one), so
 the ranks vote every ``every`` steps with a one-number all-reduce and stop at the same step. On
 CUDA the vote is read ``every`` steps after it was cast, from a pinned host copy that finished
-long ago, so the training step never waits for the GPU (issue: no host synchronisation inside
-the step); on the CPU it is read at once.
+long ago, so the training step never waits for the GPU (no host synchronisation inside the
+step); on the CPU it is read at once.
 """
 
 from __future__ import annotations
