@@ -84,17 +84,29 @@ def refuse_to_overwrite(run_dir: str | Path) -> None:
 
 
 JOB_FILE = "torchrun_job"  # the torchrun run id of the job that started the run folder
+REFUSED_FILE = "torchrun_refused"  # run ids of later jobs refused there (one reused an id)
 
 
 def mark_job(run_dir: str | Path, job: str) -> None:
     """Record that torchrun job ``job`` started the run in ``run_dir`` (its restarts resume it)."""
     (Path(run_dir) / JOB_FILE).write_text(job + "\n")
+    (Path(run_dir) / REFUSED_FILE).unlink(missing_ok=True)
 
 
-def started_by(run_dir: str | Path) -> str:
-    """The torchrun job that started the run in ``run_dir`` ("" if none is recorded)."""
-    path = Path(run_dir) / JOB_FILE
-    return path.read_text().strip() if path.is_file() else ""
+def mark_refused(run_dir: str | Path, job: str) -> None:
+    """Record that job ``job`` was refused a fresh start in ``run_dir``: if it reuses the run id
+    of the job that started the run, its restarts must not take that run over."""
+    with open(Path(run_dir) / REFUSED_FILE, "a") as f:
+        f.write(job + "\n")
+
+
+def resumable_by(run_dir: str | Path, job: str) -> bool:
+    """Whether a restart of torchrun job ``job`` continues the run in ``run_dir``: the job
+    started it, and no job under the same id was refused there since."""
+    run_dir = Path(run_dir)
+    started = (run_dir / JOB_FILE).read_text().split() if (run_dir / JOB_FILE).is_file() else []
+    refused = run_dir / REFUSED_FILE
+    return started == [job] and not (refused.is_file() and job in refused.read_text().split())
 
 
 def save(run_dir: str | Path, payload: dict, step: int, keep: int = 2) -> Path:

@@ -42,6 +42,8 @@ def cmd_train(args) -> int:
     from .config import ConfigError
 
     cfg = _config(args)
+    if not cfg.run.dir:  # the launch scripts' default (runs/$RDZV_ID, runs/slurm-$SLURM_JOB_ID)
+        cfg.run.dir = os.environ.get("ALEXNET2012_RUN_DIR", "")
     if not cfg.run.dir and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
         raise ConfigError(
             "torchrun --max-restarts needs run.dir=DIR: a restarted job continues from the "
@@ -58,13 +60,13 @@ def cmd_train(args) -> int:
 def _restarted(cfg) -> bool:
     """Under ``torchrun --max-restarts``, a restarted job continues from its last checkpoint,
     in a run folder this same job started (never one an earlier job left there)."""
-    from .checkpoint import checkpoints, started_by
+    from .checkpoint import checkpoints, resumable_by
     from .distributed import restart_count, restartable_job
 
     job, run_dir = restartable_job(), cfg.run.dir
     if restart_count() == 0 or not job or not run_dir or not checkpoints(run_dir):
         return False
-    return started_by(run_dir) == job
+    return resumable_by(run_dir, job)
 
 
 def _at_least(low: int):

@@ -90,16 +90,20 @@ def begin(run_dir, cfg, env, ex, opt, sched, resume: bool) -> RunState:
         else:
             checkpoint.refuse_to_overwrite(run_dir)  # a new run never buries an old one
             state = RunState()
-    except checkpoint.CheckpointError as e:
+    except Exception as e:  # still agree below, so no rank waits for one that left
         state, problem = None, e
     steps = _gather_steps(env, -1 if state is None else state.step)
     if problem is not None and min(steps) == max(steps):  # every rank met the same problem
+        job = distributed.restartable_job()
+        if not resume and job and env.is_main and checkpoint.checkpoints(run_dir):
+            checkpoint.mark_refused(run_dir, job)  # a reused run id never takes the run over
         raise problem
     if min(steps) != max(steps):
+        mine = f" (this rank: {problem})" if problem is not None else ""
         raise checkpoint.CheckpointError(
             f"the ranks found different checkpoints in {run_dir} (steps {steps} by rank, -1: "
             "none usable): run.dir must be one folder that every node sees, on a shared "
-            "filesystem"
+            f"filesystem{mine}"
         )
     if not resume and env.is_main and (job := distributed.restartable_job()):
         checkpoint.mark_job(run_dir, job)  # its restarts, and only they, resume this folder

@@ -174,9 +174,9 @@ def _train(cfg: Config, env, resume: bool) -> dict:
         state.restart_clock()
     bar.close()
     summary = _summary(cfg, env, ex, data, state, opt)
+    comm.barrier(env.world)  # no rank closes its connections while another still uses them
     logger.summary(summary)
     logger.close()
-    comm.barrier(env.world)  # no rank closes its connections while another still uses them
     return summary
 
 

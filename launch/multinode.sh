@@ -11,11 +11,11 @@
 # replicas by DDP, and each replica reads its own shard of every global batch of k x
 # train.batch_size images. RDZV_ID names this job on every node, and a torchrun restart resumes
 # only the run folder its own job started, so give each job its own RDZV_ID. The run folder
-# (run.dir, default runs/$RDZV_ID) must be on a filesystem every node sees.
+# (run.dir; if unset, runs/$RDZV_ID) must be on a filesystem every node sees.
 set -euo pipefail
 : "${RDZV_ID:?set RDZV_ID to a name unique to this job, the same on every node}"
 cd "$(dirname "$0")/.."
-[[ " $* " == *" run.dir="* ]] || set -- "$@" "run.dir=runs/$RDZV_ID"
+export ALEXNET2012_RUN_DIR=${ALEXNET2012_RUN_DIR:-runs/$RDZV_ID}  # used when run.dir is unset
 GPUS=${GPUS_PER_NODE:-8}
 # on SIGTERM torchrun gives the workers this long to checkpoint before SIGKILL (newer torch
 # versions read it; 30 s otherwise)

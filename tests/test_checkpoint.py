@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from alexnet2012 import checkpoint
 from alexnet2012.checkpoint import FORMAT, CheckpointError, checkpoints, load, load_latest, save
 
 
@@ -139,3 +140,17 @@ def test_leftover_tmp_files_are_ignored(tmp_path):
     assert load_latest(tmp_path)[0]["epoch"] == 2
     left = sorted(p.name for p in folder.iterdir())  # the next save cleared what the crash left
     assert left == [f"ckpt-0000000{s}.pt{x}" for s in (1, 2) for x in ("", ".sha256")], left
+
+
+def test_a_restart_resumes_only_the_run_its_job_started(tmp_path):
+    """torchrun job ids: the job that started a folder resumes it; a later job refused there
+    under the same id (a reused --rdzv-id) does not, until a job starts the folder afresh."""
+    assert not checkpoint.resumable_by(tmp_path, "x")  # nothing recorded
+    checkpoint.mark_job(tmp_path, "x")
+    assert checkpoint.resumable_by(tmp_path, "x") and not checkpoint.resumable_by(tmp_path, "y")
+    checkpoint.mark_refused(tmp_path, "y")
+    assert checkpoint.resumable_by(tmp_path, "x")
+    checkpoint.mark_refused(tmp_path, "x")  # job x again, refused: the id was reused
+    assert not checkpoint.resumable_by(tmp_path, "x")
+    checkpoint.mark_job(tmp_path, "x")  # a fresh start clears the refusals
+    assert checkpoint.resumable_by(tmp_path, "x")

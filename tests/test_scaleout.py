@@ -93,9 +93,13 @@ def test_multinode_launcher_two_nodes_of_two(tmp_path, pair):
     env.update(PATH=f"{bindir}:{env['PATH']}", PYTHONPATH=str(root), OMP_NUM_THREADS="1",
                NNODES="2", GPUS_PER_NODE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                RDZV_ID=f"test{port}", MAX_RESTARTS="0", ALEXNET2012_NO_BAR="1")  # fmt: skip
-    run_dir = tmp_path / "nodes"
+    run_dir = tmp_path / "nodes"  # through the launcher's run-folder default, not run.dir
+    env["ALEXNET2012_RUN_DIR"] = str(run_dir)
     argv = ["bash", "launch/multinode.sh", "--config", "configs/debug.yaml", *BASE,
-            f"run.dir={run_dir}", "train.batch_size=8"]  # fmt: skip
+            "train.batch_size=8"]  # fmt: skip
+    no_id = {k: v for k, v in env.items() if k != "RDZV_ID"}
+    refused = subprocess.run(argv, cwd=root, env=no_id, capture_output=True, text=True)
+    assert refused.returncode != 0 and "set RDZV_ID" in refused.stderr, refused.stderr
     logs = [tmp_path / f"node{n}.log" for n in (0, 1)]
     procs = []
     for n, log in enumerate(logs):
