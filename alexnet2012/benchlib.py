@@ -25,11 +25,10 @@ import torch
 import torch.multiprocessing as mp
 
 from . import comm, config, distributed
-from .build import build_model, input_size
+from .build import build_execution, input_size
 from .config import Config
 from .layers import set_dropout_step
 from .optim import build_optimizer
-from .parallel import Execution
 from .runinfo import peak_memory
 
 log = logging.getLogger(__name__)
@@ -108,12 +107,8 @@ def measure(job: Job, env: distributed.Env) -> dict:
     cfg, dev = config.from_dict(job.cfg), env.device
     at_start = peak_memory(dev)  # CPU: the interpreter and torch alone, before the network
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, job.classes, job.channels)  # whole net, one seed
-    ex = Execution(model, env.group, cfg.parallel.fc8)  # a rank keeps its tower's slices
-    model.to(dev)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    forward = torch.compile(ex.forward) if cfg.train.compile else ex.forward
+    ex, forward = build_execution(cfg, env, job.classes, job.channels)  # as training runs it
+    model = ex.model
     opt = build_optimizer(ex.named_parameters(), cfg.train)
     batches = fixed_batches(cfg, job, dev)
     amp = cfg.train.amp and dev.type == "cuda"  # bf16 autocast, as in training
@@ -146,6 +141,7 @@ def measure(job: Job, env: distributed.Env) -> dict:
         "device": str(dev),
         "backend": env.backend,
         "threads": torch.get_num_threads(),
+        "overlapped": ex.overlap and ex.group.size > 1,  # what ran, not what was asked
         "step_s": times,
         "wait_s": sum(env.group.wait_s.values()),
         "bytes_by_point": {k: v / job.steps for k, v in env.group.bytes_sent.items()},

@@ -34,6 +34,7 @@ def summarise(job: Job, ranks: list[dict], epoch_images: int, flops: dict | None
         "fc8": cfg.parallel.fc8 if job.execution == "two_ranks" else None,
         "world_size": job.world_size, "device": ranks[0]["device"],
         "backend": ranks[0]["backend"], "threads_per_rank": [r["threads"] for r in ranks],
+        "overlapped": ranks[0]["overlapped"],
         "batch_size": cfg.train.batch_size, "input_size": input_size(cfg),
         "steps": job.steps, "warmup": job.warmup,
         "images_per_s": ips, "epoch_images": epoch_images, "epoch_s": epoch_images / ips,

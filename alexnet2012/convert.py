@@ -44,6 +44,7 @@ from .config import LAYERS, load_config, to_dict
 from .data.loader import build_data
 from .model import FULL_WIDTHS, AlexNet2012
 from .parallel import Execution
+from .report.runs import flatten
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,9 @@ class ConvertError(ValueError):
     """Weights that cannot be converted; the message names the file or layer and what to do."""
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = torch.as_tensor(np.asarray(v, dtype=np.float32))
-    return out
+def _flat(d: dict) -> dict[str, torch.Tensor]:
+    """Nested dicts of arrays -> ``{"conv1.weights": float32 tensor, ...}``."""
+    return {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in flatten(d).items()}
 
 
 def _caffemodel(path: Path) -> dict:

@@ -19,7 +19,7 @@ import time
 import torch
 
 from . import comm, config, distributed, faults, snapshot
-from .build import build_model, input_size
+from .build import build_execution, input_size
 from .config import Config
 from .data.loader import build_data
 from .layers import set_dropout_step
@@ -92,14 +92,8 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     dev, t = env.device, cfg.train
     data = build_data(cfg, input_size(cfg), dev)
     per_epoch = data.full_batches(t.batch_size, env.data.size)  # before anything is written
-    model = build_model(cfg, data.num_classes, data.in_channels)  # whole net, one seed
-    # this rank keeps its tower's slices; its gradients are averaged over the tower's replicas
-    ex = Execution(model, env.group, cfg.parallel.fc8, cfg.parallel.overlap, env.data)
-    model.to(dev)
-    if t.channels_last:
-        model.to(memory_format=torch.channels_last)
-    ex.replicate()
-    forward = torch.compile(ex.forward) if t.compile else ex.forward
+    ex, forward = build_execution(cfg, env, data.num_classes, data.in_channels)
+    model = ex.model
     opt = build_optimizer(ex.named_parameters(), t)
     sched = build_schedule(opt, t)
     run_dir = resolve_run_dir(cfg, env)

@@ -94,6 +94,16 @@ def test_ratios_side_by_side(report):
         assert 0.5 <= mem[fc8]["ratio"] < 0.6, mem  # each rank holds about half
 
 
+def test_overlap_is_what_two_ranks_time(tmp_path, report):
+    """parallel.overlap reaches the measured step (two ranks only; one process has no exchange)."""
+    rows = {r["name"]: r for r in report["results"]}
+    assert not any(r["overlapped"] for r in rows.values())
+    on = _run(tmp_path, *TINY, "parallel.overlap=true", "--steps", "2",
+              "--executions", "two_ranks,emulated")  # fmt: skip
+    assert {r["name"]: r["overlapped"] for r in on["results"]} == {
+        "two_ranks/rank0": True, "emulated": False}  # fmt: skip
+
+
 def test_placement_not_run_comes_from_the_plan(tmp_path):
     rep = _run(tmp_path, *TINY, "--steps", "1", "--executions", "two_ranks,emulated")
     mem = rep["ratios"]["memory_larger_rank_over_one_process"]
