@@ -106,11 +106,13 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
     classes, channels, epoch_images = benchlib.data_shape(cfg)
     fc8s = {"config": [cfg.parallel.fc8], "both": ["rank0", "split"]}.get(args.fc8, [args.fc8])
     peak = args.peak_tflops or (PEAK_TFLOPS["bf16" if cfg.train.amp else "fp32"] if cuda else 0)
-    rows, notes = [], [r for r in (_refusal(n, cfg, cuda) for n in names) if r]
-    for name in [n for n in names if not _refusal(n, cfg, cuda)]:
+    refusals = {n: _refusal(n, cfg, cuda) for n in names}
+    rows, notes = [], [r for r in refusals.values() if r]
+    runnable = [n for n in names if not refusals[n]]
+    for name in runnable:
         with torch.device("meta"):  # a bad config fails here in one line, before any process
             build_model(benchlib.config_for(cfg, name, fc8s[0]), classes, channels)
-    for name in [n for n in names if not _refusal(n, cfg, cuda)]:
+    for name in runnable:
         for fc8 in fc8s if name == "two_ranks" else [None]:
             run_cfg = benchlib.config_for(cfg, name, fc8)
             label = f"two_ranks/{fc8}" if fc8 else name

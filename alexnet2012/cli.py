@@ -40,11 +40,12 @@ def _config(args):
 def cmd_train(args) -> int:
     from . import train
     from .config import ConfigError
+    from .distributed import max_restarts
 
     cfg = _config(args)
     if not cfg.run.dir:  # the launch scripts' default (runs/$RDZV_ID, runs/slurm-$SLURM_JOB_ID)
         cfg.run.dir = os.environ.get("ALEXNET2012_RUN_DIR", "")
-    if not cfg.run.dir and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0:
+    if not cfg.run.dir and max_restarts() > 0:
         raise ConfigError(
             "torchrun --max-restarts needs run.dir=DIR: a restarted job continues from the "
             "checkpoints there (a time-stamped folder would differ in every attempt)"

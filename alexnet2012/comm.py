@@ -176,7 +176,6 @@ class Pending:
         self.works: list = []
         self.grad_works: list = []
         self.grad_in: torch.Tensor | None = None
-        self.t0 = 0.0
 
     def exchange(self, send: torch.Tensor, recv: torch.Tensor) -> list:
         """Start sending ``send`` to the peer tower and receiving into ``recv``; the works."""
@@ -195,9 +194,9 @@ class _SwapStart(torch.autograd.Function):
         ctx.p = p
         x = x.contiguous()
         buf = torch.empty_like(x)
-        p.t0 = time.perf_counter()
+        t0 = time.perf_counter()
         p.works = p.exchange(x, buf)
-        p.g.count(p.name, _nbytes(x), p.t0)
+        p.g.count(p.name, _nbytes(x), t0)
         return buf
 
     @staticmethod

@@ -107,12 +107,17 @@ def restart_count() -> int:
     return _env_int("TORCHELASTIC_RESTART_COUNT", 0)
 
 
+def max_restarts() -> int:
+    """How many restarts ``torchrun --max-restarts`` allows this job (0 outside torchrun)."""
+    return _env_int("TORCHELASTIC_MAX_RESTARTS", 0)
+
+
 def restartable_job() -> str:
     """Under ``torchrun --max-restarts=N>0``: torchrun's run id, which names one job in all its
     attempts ("" otherwise). torchrun's default id "none" names no job in particular, so it
     counts as no id: such a job is not resumed on a restart (give --rdzv-id or --standalone)."""
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
-    if _env_int("TORCHELASTIC_MAX_RESTARTS", 0) <= 0 or run_id in ("", "none"):
+    if max_restarts() <= 0 or run_id in ("", "none"):
         return ""
     return run_id
 
@@ -240,7 +245,7 @@ def peer_failures(env: Env, timeout_s: int, run_dir: str | os.PathLike = "") -> 
         if env.world_size == 1 or not _lost_peer(e):
             raise
         run_dir = run_dir or "RUN_DIR"
-        left = _env_int("TORCHELASTIC_MAX_RESTARTS", 0) - restart_count()
+        left = max_restarts() - restart_count()
         then = (
             f"torchrun restarts the job ({left} restart(s) left) and it resumes from there"
             if left > 0

@@ -83,7 +83,7 @@ def begin(run_dir, cfg, env, ex, opt, sched, resume: bool) -> RunState:
     Each rank reads run.dir for itself, so ranks on nodes that do not share it can see different
     checkpoints; they compare the step they would start from before anything else happens.
     """
-    problem = None
+    problem, job = None, distributed.restartable_job()
     try:
         if resume:
             state = restore(run_dir, cfg, ex, opt, sched)
@@ -94,7 +94,6 @@ def begin(run_dir, cfg, env, ex, opt, sched, resume: bool) -> RunState:
         state, problem = None, e
     steps = _gather_steps(env, -1 if state is None else state.step)
     if problem is not None and min(steps) == max(steps):  # every rank met the same problem
-        job = distributed.restartable_job()
         if not resume and job and env.is_main and checkpoint.checkpoints(run_dir):
             checkpoint.mark_refused(run_dir, job)  # a reused run id never takes the run over
         raise problem
@@ -105,7 +104,7 @@ def begin(run_dir, cfg, env, ex, opt, sched, resume: bool) -> RunState:
             "none usable): run.dir must be one folder that every node sees, on a shared "
             f"filesystem{mine}"
         )
-    if not resume and env.is_main and (job := distributed.restartable_job()):
+    if not resume and env.is_main and job:
         checkpoint.mark_job(run_dir, job)  # its restarts, and only they, resume this folder
     return state
 

@@ -60,7 +60,8 @@ class StopVote:
     def __init__(self, env, every: int = 10, deferred: bool | None = None):
         self.env, self.every = env, every
         self.deferred = env.device.type == "cuda" if deferred is None else deferred
-        self._cast: tuple[torch.Tensor, torch.cuda.Event | None] | None = None
+        self._host: torch.Tensor | None = None  # the last vote cast, on the host (pinned: CUDA)
+        self._done: torch.cuda.Event | None = None  # when its copy to the host is complete
 
     def poll(self, step: int) -> bool:
         """Whether all ranks stop after ``step``; the same answer on every rank."""
@@ -70,28 +71,33 @@ class StopVote:
             return False
         if not self.deferred:
             return self.now()
-        before, self._cast = self._cast, self._vote()
-        if before is None:  # the first vote of this process: nothing to read yet
-            return False
-        host, done = before
-        if done is not None:
-            done.synchronize()  # recorded ``every`` steps ago: already passed
-        return host.item() > 0
+        stop = self._read()  # the vote cast ``every`` steps ago, read before the next reuses it
+        self._cast()
+        return stop
 
     def now(self) -> bool:
         """Vote and read at once (outside the step: after validation and a save)."""
         if self.env.world_size == 1:
             return signalled()
-        flag = torch.full((1,), float(signalled()), device=self.env.device)
-        return comm.all_reduce_sum(flag, self.env.world).item() > 0
+        return self._reduce().item() > 0
 
-    def _vote(self) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    def _reduce(self) -> torch.Tensor:
         flag = torch.full((1,), float(signalled()), device=self.env.device)  # a fill, no copy
-        comm.all_reduce_sum(flag, self.env.world)
+        return comm.all_reduce_sum(flag, self.env.world)
+
+    def _read(self) -> bool:
+        if self._host is None:  # the first vote of this process: nothing to read yet
+            return False
+        if self._done is not None:
+            self._done.synchronize()  # recorded ``every`` steps ago: already passed
+        return self._host.item() > 0
+
+    def _cast(self) -> None:
+        flag = self._reduce()
         if flag.device.type != "cuda":
-            return flag, None
-        host = torch.empty(1, pin_memory=True)
-        host.copy_(flag, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-        return host, done
+            self._host = flag
+            return
+        if self._done is None:
+            self._host, self._done = torch.empty(1, pin_memory=True), torch.cuda.Event()
+        self._host.copy_(flag, non_blocking=True)
+        self._done.record()

@@ -131,7 +131,7 @@ def test_deferred_stop_vote_on_cuda():
                 stopping._STOP["signal"] = signal.SIGTERM
             if vote.poll(step) and first is None:
                 first = step
-        assert vote._cast[0].is_pinned() and vote.now()
+        assert vote._host.is_pinned() and vote.now()
     finally:
         stopping._STOP["signal"] = 0
     assert first == 30, first  # cast at step 20, read at step 30

@@ -105,10 +105,6 @@ class FolderData(Data):
 
     def __init__(self, cfg, input_size: int, device: torch.device):
         d = cfg.data
-        if not d.root:  # an empty root would silently mean the working folder
-            raise DataError(
-                "data.root is empty: set it to the folder `alexnet2012 prepare SRC DST` wrote (DST)"
-            )
         store = Store(d.root)
         self.store_size = store.size
         if store.size < input_size:
@@ -164,11 +160,13 @@ class FolderData(Data):
     def _augment(self, x, gen):
         # [P] §4.1, ref §3: random input_size crop and horizontal flip of the 256x256 image
         x = random_crop_flip(x, self.input_size, gen, per_chunk=self.per_chunk, flip=self.flip)
-        # [C12] adds the noise to mean-subtracted pixels, so the code form's 1/1.1 shrink acts
-        # around the mean image; without normalize the mean goes back on afterwards
-        x = x.float() - self.mean_patch
-        if self.noise != "none":  # ref §1.3, §3: PCA colour noise, paper or code form
-            x = pca_noise(x, *self.pca, gen, form=self.noise)
+        x = x.float()
+        if self.noise == "none":
+            return x - self.mean_patch if self.normalize else x / 255
+        # ref §1.3, §3: PCA colour noise, paper or code form. [C12] adds it to mean-subtracted
+        # pixels, so the code form's 1/1.1 shrink acts around the mean image; without
+        # normalize the mean goes back on afterwards
+        x = pca_noise(x - self.mean_patch, *self.pca, gen, form=self.noise)
         return x if self.normalize else (x + self.mean_patch) / 255
 
     def _views(self, x, ten_view):

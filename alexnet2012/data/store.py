@@ -72,9 +72,13 @@ class Store:
     """A complete prepared store, opened read-only; images stay on disk (memory-mapped)."""
 
     def __init__(self, root: str | Path):
+        if not str(root):  # Path("") would silently mean the working folder
+            raise DataError(
+                "data.root is empty: set it to the folder `alexnet2012 prepare SRC DST` wrote (DST)"
+            )
         self.root = Path(root).expanduser()
         meta = self.root / META
-        if str(root) and not self.root.is_dir():
+        if not self.root.is_dir():
             raise DataError(
                 f"data.root {self.root}: no such folder; set data.root to the folder that "
                 "`alexnet2012 prepare SRC DST` wrote (DST)"
@@ -86,7 +90,7 @@ class Store:
                     f"`alexnet2012 prepare SRC {self.root}` again with the same SRC to finish it"
                 )
             raise DataError(
-                f"{self.root or '(data.root is empty)'}: no prepared image store here (no "
+                f"{self.root}: no prepared image store here (no "
                 f"{META}); run `alexnet2012 prepare SRC DST` on an ImageFolder tree SRC (train/ "
                 "and val/ folders of class folders) and set data.root to DST"
             )

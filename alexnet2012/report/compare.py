@@ -177,8 +177,6 @@ def main(args) -> int:
     runs = load_runs(args.runs)
     if args.wandb:
         runs += wandb_runs(args.wandb)
-    if not runs:
-        raise RunError("no runs to compare: give run folders or --wandb ENTITY/PROJECT")
     out = args.out or (Path(args.runs[0]).parent / "report" if args.runs else Path("report"))
     result = build_report(runs, out, paper=args.paper)
     print("\n".join(result["table"]))

@@ -113,7 +113,7 @@ def load_conv1(run_dir: str | Path) -> tuple[torch.Tensor, int, dict]:
     return state[key], towers, cfg
 
 
-def draw(grid: np.ndarray, towers: int, path: str | Path, title: str) -> Figure:
+def draw(grid: np.ndarray, path: str | Path, title: str) -> Figure:
     fig = Figure(figsize=(8, 8 * grid.shape[0] / grid.shape[1] + 0.6), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -136,7 +136,7 @@ def main(args) -> int:
     k, c = weight.shape[0], weight.shape[1]
     label = "tower 0 (top) | tower 1 (bottom)" if towers == 2 else "one tower"
     title = f"{args.run}: conv1, {k} kernels {c}x{weight.shape[2]}x{weight.shape[3]}, {label}"
-    draw(kernel_grid(weight, towers), towers, out / "kernels.png", title)
+    draw(kernel_grid(weight, towers), out / "kernels.png", title)
     result = {"run": str(args.run), "kernels": k, "in_channels": c, "towers": towers}
     if c != 3:
         result["colour_score"] = f"undefined for {c}-channel input (needs RGB kernels)"
