@@ -91,6 +91,11 @@ def cmd_summary(args) -> int:
     from .summary import format_table, layer_table
 
     cfg = _config(args)
+    if args.init:
+        from .initreport import format_report, init_report
+
+        print(format_report(cfg, init_report(cfg, args.batch)))
+        return 0
     classes, channels = (10, 1) if cfg.data.name == "fashion_mnist" else (1000, 3)
     classes = args.classes or classes
     channels = args.channels or channels
@@ -140,6 +145,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument(
         "--channels", type=_at_least(0), default=0, help="default: 1 for Fashion-MNIST, else 3"
     )
+    s.add_argument(
+        "--init",
+        action="store_true",
+        help="health at initialisation on a real batch of the configured data: per-layer "
+        "activations, gradients, first-step updates and the logits' spread, fp32 and bf16",
+    )
+    s.add_argument("--batch", type=_at_least(2), default=64, help="images for --init")
     s.add_argument("overrides", nargs="*")
     s.set_defaults(fn=cmd_summary, resume=None)
 

@@ -56,11 +56,18 @@ class DataConfig:
     root: str = ""  # fashion_mnist: folder of IDX files; imagefolder: a prepared store
     train_subset: int = 0  # use the first N training images (0 = all)
     test_subset: int = 0  # evaluate on the first N test images (0 = all)
-    normalize: bool = True  # standardise pixels; false = d2l's [0, 1] pixels
+    # training images set aside (fixed, seeded) as the validation set for val/ metrics and the
+    # plateau schedule; 0 = validate on the test split (ILSVRC: its val set, as [P] reports)
+    val_size: int = 0
+    val_subset: int = 0  # validate during training on the first N validation images (0 = all)
+    # input scale (ref §3): c12 = 0-255 minus the training mean image ([C12] convdata.py);
+    # standard = mean 0, std 1; unit = [0, 1] ([D2L]); auto = the recipe's, see pixel_scale()
+    pixels: str = choice("auto", "auto", "c12", "standard", "unit")
     resize: int = 0  # size before the random crop (0 = input size, no crop)
     flip: bool = True
     colour_noise: str = choice("code", "none", "paper", "code")  # ref §1.3, §3
     pca: str = choice("imagenet", "imagenet", "data")  # colour-noise constants
+    colour_noise_epochs: int = 0  # colour noise off from this epoch on (0 = never off; ref §2)
     ten_view: bool = False  # also evaluate the 10 views (ref §3)
     synthetic_size: int = 512  # images in the synthetic set
 
@@ -76,10 +83,13 @@ class TrainConfig:
     bias_lr_mult: float = 2.0  # [C12] fresh configs; the paper text is 1
     bias_decay: bool = False  # [C12]: biases get no weight decay
     update: str = choice("pytorch", "pytorch", "paper")  # where lr enters the velocity (ref §2)
-    schedule: str = choice("plateau", "plateau", "constant")
+    # plateau: [P] §5's lr / 10 on a validation plateau; c12: the 2012 code's epoch table
+    # (ref §2); constant: [D2L]
+    schedule: str = choice("plateau", "plateau", "constant", "c12")
     plateau_patience: int = 0  # epochs without improvement before lr /= 10
     max_drops: int = 3  # [P] §5: three times
     log_every: int = 10
+    eval_every: int = 0  # steps between validations inside an epoch (0 = at epoch ends only)
     checkpoint_every: int = 0  # steps; 0 = at each epoch end only
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
@@ -160,6 +170,8 @@ def _apply(obj, data: dict, prefix: str = "") -> None:
     hints = _hints(type(obj))
     for key, value in data.items():
         full = f"{prefix}{key}"
+        if isinstance(obj, DataConfig) and key == "normalize":  # before data.pixels existed
+            key, value = "pixels", _legacy_pixels(_coerce(full, value, bool), data, obj)
         if key not in fields:
             raise ConfigError(f"unknown key {full!r}; known keys here: {', '.join(fields)}")
         current = getattr(obj, key)
@@ -171,6 +183,35 @@ def _apply(obj, data: dict, prefix: str = "") -> None:
         if choices and value not in choices:
             raise ConfigError(f"{full}: {value!r} is not one of {', '.join(choices)}")
         setattr(obj, key, value)
+
+
+def _legacy_pixels(normalize: bool, data: dict, obj: DataConfig) -> str:
+    """``data.normalize`` of configs written before ``data.pixels``, as the pixels it gave.
+
+    true standardised Fashion-MNIST and subtracted the mean image (0-255) from a prepared store;
+    false gave [0, 1] pixels. Run folders of that time resume with the same inputs.
+    """
+    if not normalize:
+        return "unit"
+    return "c12" if data.get("name", obj.name) == "imagefolder" else "standard"
+
+
+def pixel_scale(cfg: Config) -> str:
+    """The input scale ``data.pixels`` stands for, ``auto`` resolved by recipe (ref §3, §5).
+
+    - the 2012 net with its preset init: ``c12``, 0-255 pixels minus the training mean image,
+      the scale its init stds and biases of 1 were set for ([C12] convdata.py; Caffe's
+      bvlc_alexnet subtracts its mean image from 0-255 pixels as well);
+    - the 2012 net with He init: ``standard``, the unit-variance inputs He init assumes;
+    - the streamlined net: ``unit``, d2l's [0, 1] pixels ([D2L]);
+    - torchvision's alexnet: ``standard``, its references' per-channel normalisation.
+    """
+    if cfg.data.pixels != "auto":
+        return cfg.data.pixels
+    m = cfg.model
+    if m.name == "alexnet2012":
+        return "c12" if m.init == "preset" else "standard"
+    return "unit" if m.name == "streamlined" else "standard"
 
 
 def parse_override(text: str) -> dict:
@@ -243,7 +284,8 @@ def validate(cfg: Config) -> None:
     for key, value in (("train.batch_size", t.batch_size), ("train.epochs", t.epochs)):
         if value <= 0:
             raise ConfigError(f"{key} must be at least 1, got {value}")
-    for key in ("max_steps", "log_every", "checkpoint_every", "plateau_patience", "max_drops"):
+    keys = ("max_steps", "log_every", "eval_every", "checkpoint_every", "plateau_patience")
+    for key in (*keys, "max_drops"):
         if getattr(t, key) < 0:
             raise ConfigError(f"train.{key} must be 0 or more, got {getattr(t, key)}")
     if not (0 < t.lr < math.inf):  # also refuses nan
@@ -278,7 +320,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.input_size must be 0 (preset default) or >= 32, got {m.input_size}"
         )
-    if cfg.data.train_subset < 0 or cfg.data.test_subset < 0:
-        raise ConfigError("data.train_subset and data.test_subset must be 0 or more")
+    for key in ("train_subset", "test_subset", "val_size", "val_subset", "colour_noise_epochs"):
+        if getattr(cfg.data, key) < 0:
+            raise ConfigError(f"data.{key} must be 0 or more, got {getattr(cfg.data, key)}")
     if cfg.parallel.timeout_s <= 0:
         raise ConfigError("parallel.timeout_s must be positive")

@@ -1,6 +1,6 @@
 """Import published AlexNet weights: BVLC Caffe's bvlc_alexnet, or torchvision's alexnet.
 
-    alexnet2012 convert bvlc_alexnet.npz runs/caffe --from caffe
+    alexnet2012 convert bvlc_alexnet.caffemodel runs/caffe --from caffe
     alexnet2012 convert bvlc_alexnet.npz runs/caffe --from caffe --evaluate --set data.root=/in256
     alexnet2012 convert alexnet-owt-7be5be79.pth tv.pth --from torchvision
 
@@ -9,8 +9,8 @@
 ``conv1/weights``, ``conv1.0``/``conv1.1`` or nested ``{"conv1": {"weights", "biases"}}``). Caffe's
 blobs are (out, in/group, k, k), which is this project's canonical grouped layout, so only conv1
 changes: Caffe feeds BGR images, so its input-channel axis is flipped to RGB. The result loads
-into ``AlexNet2012(preset="caffe")`` (ref §5: 227 input, LRN across both towers, k=1). A real
-``.caffemodel`` is read only when pycaffe's protobuf classes are installed.
+into ``AlexNet2012(preset="caffe")`` (ref §5: 227 input, LRN across both towers, k=1). A
+``.caffemodel`` (current, V1 or V0 layer format) is read with the ``protobuf`` package, no pycaffe.
 
 ``--from torchvision``: torchvision's state dict (``features.0.weight`` ...), checked against
 :func:`alexnet2012.baselines.torchvision_alexnet` (ref §5 [TV]).
@@ -20,16 +20,18 @@ and ``checkpoints/ckpt-00000000.pt``) that ``kernels``, ``neighbours`` and ``--e
 (centre crop and 10 views, ref §3) read; ``--set key=value ...`` goes into its config,
 e.g. ``data.root`` of a store made by ``alexnet2012 prepare`` (class folders in the same
 sorted-synset order as the weights). Caffe's weights expect mean-subtracted 0-255 pixels, as
-``data.normalize=true`` gives (Caffe warped images to 256x256; ``prepare`` centre-crops). In a
+``data.pixels=c12`` gives (Caffe warped images to 256x256; ``prepare`` centre-crops). In a
 torchvision run folder, ImageNet's per-channel mean/std is folded into conv1 so that the
-pipeline's [0, 1] pixels (``data.normalize=false``) can be fed; exact except at conv1's 2-pixel
+pipeline's [0, 1] pixels (``data.pixels=unit``) can be fed; exact except at conv1's 2-pixel
 zero-padded border, where torchvision pads standardised zeros.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -65,27 +67,83 @@ def _flat(d: dict) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in flatten(d).items()}
 
 
+# The part of BVLC Caffe's caffe.proto (proto2, package caffe; github.com/BVLC/caffe,
+# src/caffe/proto/caffe.proto) that holds a .caffemodel's weights, with Caffe's field numbers:
+# "*" repeated (numbers packed, as there), capitalised a message. Other fields are skipped.
+CAFFE_PROTO = {
+    "BlobShape": (("dim", 1, "int64*"),),
+    "BlobProto": (("num", 1, "int32"), ("channels", 2, "int32"), ("height", 3, "int32"),
+                  ("width", 4, "int32"), ("data", 5, "float*"), ("shape", 7, "BlobShape"),
+                  ("double_data", 8, "double*")),
+    "LayerParameter": (("name", 1, "string"), ("blobs", 7, "BlobProto*")),
+    "V0LayerParameter": (("name", 1, "string"), ("blobs", 50, "BlobProto*")),
+    "V1LayerParameter": (("layer", 1, "V0LayerParameter"), ("name", 4, "string"),
+                         ("blobs", 6, "BlobProto*")),
+    "NetParameter": (("name", 1, "string"), ("layers", 2, "V1LayerParameter*"),
+                     ("layer", 100, "LayerParameter*")),
+}  # fmt: skip
+
+
+@functools.cache
+def caffe_net_parameter() -> type:
+    """Caffe's ``NetParameter`` message class, built from :data:`CAFFE_PROTO` (needs protobuf)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    fd = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="caffe_weights.proto", package="caffe")
+    for message, fields in CAFFE_PROTO.items():
+        msg = file.message_type.add(name=message)
+        for name, number, kind in fields:
+            f = msg.field.add(name=name, number=number, label=fd.LABEL_OPTIONAL)
+            if kind.endswith("*"):
+                kind, f.label = kind[:-1], fd.LABEL_REPEATED
+            if kind[0].isupper():  # a message
+                f.type, f.type_name = fd.TYPE_MESSAGE, f".caffe.{kind}"
+            else:
+                f.type = getattr(fd, f"TYPE_{kind.upper()}")
+                if f.label == fd.LABEL_REPEATED:
+                    f.options.packed = True
+    pool = descriptor_pool.DescriptorPool()  # private: no clash with pycaffe's caffe_pb2
+    pool.AddSerializedFile(file.SerializeToString())
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.NetParameter"))
+
+
 def _caffemodel(path: Path) -> dict:
+    """``{"conv1.0": weights, "conv1.1": biases, ...}`` from a .caffemodel, as Caffe reads it."""
     try:
-        from caffe.proto import caffe_pb2
+        net_parameter = caffe_net_parameter()
     except ImportError:
         raise ConvertError(
-            f"{path}: reading a .caffemodel needs pycaffe (caffe.proto.caffe_pb2), which is not "
-            "installed. Convert it to .npz first, e.g. with pycaffe: net = caffe.Net("
-            f"'deploy.prototxt', '{path.name}', caffe.TEST); numpy.savez('bvlc_alexnet.npz', "
-            "**{f'{n}.{i}': p[i].data for n, p in net.params.items() for i in (0, 1)}), or with "
-            "caffemodel2pytorch (github.com/vadimkantorov/caffemodel2pytorch), whose .pt this reads"
+            f"{path}: reading a .caffemodel needs the protobuf package (pip install protobuf); "
+            "or convert it to .npz first, e.g. with pycaffe or caffemodel2pytorch"
         ) from None
-    net = caffe_pb2.NetParameter()
-    net.ParseFromString(path.read_bytes())
+    data = path.read_bytes()  # protobuf skips the fields CAFFE_PROTO leaves out
+    try:
+        net = net_parameter.FromString(data)
+    except Exception as e:  # google.protobuf.message.DecodeError
+        raise ConvertError(
+            f"{path}: not a readable .caffemodel ({type(e).__name__}: {e}); is the download "
+            "complete? Or convert it to .npz first, e.g. with pycaffe"
+        ) from None
+    # current layers, then V1 ones and V0 ones nested in V1 (as Caffe's upgrade_proto.cpp reads)
+    layers = [*net.layer, *(v1.layer if v1.HasField("layer") else v1 for v1 in net.layers)]
     out = {}
-    for layer in list(net.layer) or list(net.layers):  # current and V1 formats
+    for layer in layers:
         for i, blob in enumerate(layer.blobs):
-            legacy = (blob.num, blob.channels, blob.height, blob.width)
-            shape = tuple(blob.shape.dim) if blob.HasField("shape") else legacy
-            out[f"{layer.name}.{i}"] = torch.tensor(
-                np.asarray(blob.data, np.float32).reshape(shape)
-            )
+            key = f"{layer.name}.{i}"
+            legacy = ("num", "channels", "height", "width")
+            if any(blob.HasField(k) for k in legacy):  # Caffe's Blob::FromProto prefers these
+                shape = tuple(getattr(blob, k) for k in legacy)
+            else:
+                shape = tuple(blob.shape.dim)
+            values = np.array(blob.double_data or blob.data, np.float32)
+            if key in out:
+                raise ConvertError(f"{path}: two layers named {layer.name!r} hold weights")
+            if values.size != math.prod(shape):
+                raise ConvertError(f"{path}: blob {key} holds {values.size} values, not {shape}")
+            out[key] = torch.from_numpy(values.reshape(shape))
+    if not out:
+        raise ConvertError(f"{path}: no layer holds weights (a .prototxt, not a .caffemodel?)")
     return out
 
 
@@ -201,8 +259,10 @@ def write_run(dst: str | Path, state: dict, kind: str, sizes: dict, overrides=()
     caffe = kind == "caffe"
     base = [f"model.name={'alexnet2012' if caffe else 'torchvision'}",
             f"model.preset={'caffe' if caffe else 'original'}", "data.name=imagefolder",
-            "data.ten_view=true", f"data.normalize={str(caffe).lower()}", "wandb.mode=disabled",
-            f"run.dir={dst}", f"run.name=converted-{kind}"]  # fmt: skip
+            "data.ten_view=true", f"data.pixels={'c12' if caffe else 'unit'}",
+            "wandb.mode=disabled", f"run.dir={dst}", f"run.name=converted-{kind}"]  # fmt: skip
+    if caffe:  # Caffe's dropout scales at training time and is the identity at test
+        base.append("model.dropout=inverted")
     if sizes["widths"] != (FULL_WIDTHS if caffe else TV_WIDTHS):
         base.append(f"model.widths={list(sizes['widths'])}")
     cfg = load_config(None, [*base, *overrides])
@@ -235,7 +295,7 @@ def evaluate(run_dir: str | Path, overrides=(), ten_view=True, device: str = "au
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help=".npz, .npy, .pt/.pth (or .caffemodel with pycaffe installed)")
+    p.add_argument("src", help=".caffemodel (needs protobuf), .npz, .npy or .pt/.pth")
     p.add_argument("dst", help="a .pt/.pth file (state dict) or a run folder")
     p.add_argument("--from", dest="kind", choices=("caffe", "torchvision"), required=True)
     p.add_argument("--evaluate", action="store_true", help="test the run folder (10 views)")

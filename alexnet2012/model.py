@@ -121,8 +121,9 @@ def conv1_size(size: int, overhang: bool) -> tuple[int, int]:
     return 1 + (size - 11) // 4, 0
 
 
-def pool_size(size: int, k: int, s: int) -> int:
-    return 1 + math.ceil((size - k) / s)  # cuda-convnet and Caffe round up; exact at 224
+def pool_size(size: int, k: int, s: int, ceil: bool = True) -> int:
+    """Output size of a k/s max pooling; ``ceil`` rounds up as cuda-convnet and Caffe do."""
+    return 1 + (math.ceil if ceil else math.floor)((size - k) / s)
 
 
 class AlexNet2012(nn.Module):
@@ -170,10 +171,13 @@ class AlexNet2012(nn.Module):
         self.init = init
 
         pk, ps = (3, 2) if overlap_pool else (2, 2)  # [P] §3.4: z=3, s=2 overlapping
+        # [P] §3.4: 2/2 pooling "produces output of equivalent dimensions": round down to keep
+        # 27/13/6 at 224 (rounding up, as cuda-convnet would, gives 28/14/7 and a wider fc6)
+        ceil = overlap_pool
         s1, extra = conv1_size(self.input_size, p.overhang)
-        s2 = pool_size(s1, pk, ps)
-        s3 = pool_size(s2, pk, ps)
-        s6 = pool_size(s3, pk, ps)
+        s2 = pool_size(s1, pk, ps, ceil)
+        s3 = pool_size(s2, pk, ps, ceil)
+        s6 = pool_size(s3, pk, ps, ceil)
         if min(s1, s2, s3, s6) < 1:
             raise ValueError(f"input size {self.input_size} is too small for AlexNet's poolings")
         self.sizes = {"conv1": s1, "conv2": s2, "conv3": s3, "conv4": s3, "conv5": s3, "fc": s6}
@@ -205,7 +209,7 @@ class AlexNet2012(nn.Module):
                 elif n == "snorm" and lrn:
                     out.append(SpatialNorm())
                 elif n == "pool":
-                    out.append(nn.MaxPool2d(pk, ps, ceil_mode=True))
+                    out.append(nn.MaxPool2d(pk, ps, ceil_mode=ceil))
                 elif n == "relu":
                     out.append(nn.ReLU())
             return out

@@ -1,14 +1,12 @@
-"""Optimiser, parameter groups, name-keyed optimiser state and the learning-rate schedule.
+"""Optimiser, parameter groups and name-keyed optimiser state (schedules: :mod:`.schedule`).
 
-Spec §2 / [P] §5: SGD, momentum 0.9, weight decay 0.0005, lr 0.01 divided by 10 when the
-validation error stops improving, at most three times. [C12]: biases have their own lr
+Spec §2 / [P] §5: SGD, momentum 0.9, weight decay 0.0005. [C12]: biases have their own lr
 (``bias_lr_mult`` x the weight lr) and no weight decay (ref §1.3).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
 
 import torch
@@ -24,23 +22,27 @@ def param_groups(named_params: Iterable[tuple[str, nn.Parameter]], cfg: TrainCon
 
     Each group carries ``name``, ``lr_mult`` (its lr is ``cfg.lr * lr_mult`` before any schedule
     drop), ``weight_decay`` and ``param_names``, the parameter names in the order of ``params``.
-    Biases: lr x ``bias_lr_mult``, decay 0 unless ``bias_decay`` ([C12], ref §1.3).
+    Biases: lr x ``bias_lr_mult``, decay 0 unless ``bias_decay`` ([C12], ref §1.3). Under the
+    ``c12`` schedule conv1's weights and biases form groups of their own ("conv1 weights",
+    "conv1 biases"): the 2012 code slowed and then froze conv1 alone (ref §2). Empty groups
+    are left out.
     """
-    groups = {
-        "weights": {"name": "weights", "lr_mult": 1.0, "weight_decay": cfg.weight_decay},
-        "biases": {
-            "name": "biases",
+    own_conv1 = cfg.schedule == "c12"
+    groups = {}
+    for prefix in ("", "conv1 ") if own_conv1 else ("",):
+        groups[f"{prefix}weights"] = {"lr_mult": 1.0, "weight_decay": cfg.weight_decay}
+        groups[f"{prefix}biases"] = {
             "lr_mult": cfg.bias_lr_mult,
             "weight_decay": cfg.weight_decay if cfg.bias_decay else 0.0,
-        },
-    }
-    for group in groups.values():
-        group.update(params=[], param_names=[], lr=cfg.lr * group["lr_mult"])
+        }
+    for name, group in groups.items():
+        group.update(name=name, params=[], param_names=[], lr=cfg.lr * group["lr_mult"])
     for name, p in named_params:
-        group = groups["biases" if p.dim() == 1 else "weights"]
+        layer = "conv1 " if own_conv1 and name.split(".")[0] == "conv1" else ""
+        group = groups[layer + ("biases" if p.dim() == 1 else "weights")]
         group["params"].append(p)
         group["param_names"].append(name)
-    return list(groups.values())
+    return [g for g in groups.values() if g["params"] or g["name"] in ("weights", "biases")]
 
 
 class PaperSGD(torch.optim.Optimizer):
@@ -149,80 +151,3 @@ def load_optimizer_state_by_name(optimizer: torch.optim.Optimizer, state: dict) 
         optimizer.state.pop(p, None)
         if new:
             optimizer.state[p] = new
-
-
-class ConstantSchedule:
-    """The lr never changes; same interface as :class:`PlateauSchedule`."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float):
-        self.optimizer, self.base_lr = optimizer, base_lr
-        self.drops = 0
-
-    @property
-    def factor(self) -> float:
-        return 0.1**self.drops
-
-    def apply(self) -> None:
-        """Set each group's lr = base_lr * lr_mult * factor."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.base_lr * group.get("lr_mult", 1.0) * self.factor
-
-    def step(self, val_err: float) -> bool:
-        """Record one epoch's validation error; True if the lr was dropped."""
-        return False
-
-    def state_dict(self) -> dict:
-        return {"drops": self.drops}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.drops = state.get("drops", 0)
-        self.apply()
-
-
-class PlateauSchedule(ConstantSchedule):
-    """lr / 10 when the validation error has not improved for more than ``patience`` epochs.
-
-    Spec §2 / [P] §5: "divided by 10 when the validation error stopped improving", three times.
-    ``patience=0`` drops at the first epoch that does not beat the best error so far. After a
-    drop the count of epochs without improvement restarts; at most ``max_drops`` drops.
-    """
-
-    def __init__(self, optimizer, base_lr: float, patience: int = 0, max_drops: int = 3):
-        super().__init__(optimizer, base_lr)
-        self.patience, self.max_drops = patience, max_drops
-        self.best, self.bad_epochs = math.inf, 0
-
-    def step(self, val_err: float) -> bool:
-        if val_err < self.best:
-            self.best, self.bad_epochs = val_err, 0
-            return False
-        self.bad_epochs += 1
-        if self.bad_epochs <= self.patience or self.drops >= self.max_drops:
-            return False
-        self.drops, self.bad_epochs = self.drops + 1, 0
-        self.apply()
-        log.info(
-            "val error %.4f not below best %.4f: lr drop %d/%d, lr factor %.0e",
-            val_err,
-            self.best,
-            self.drops,
-            self.max_drops,
-            self.factor,
-        )
-        return True
-
-    def state_dict(self) -> dict:
-        return {"drops": self.drops, "best": self.best, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best, self.bad_epochs = state.get("best", math.inf), state.get("bad_epochs", 0)
-        super().load_state_dict(state)
-
-
-def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> ConstantSchedule:
-    """``plateau`` (ref §2) or ``constant``, from ``cfg.schedule``."""
-    if cfg.schedule == "plateau":
-        return PlateauSchedule(optimizer, cfg.lr, cfg.plateau_patience, cfg.max_drops)
-    if cfg.schedule == "constant":
-        return ConstantSchedule(optimizer, cfg.lr)
-    raise ValueError(f"train.schedule: {cfg.schedule!r} is not one of plateau, constant")

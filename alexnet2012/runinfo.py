@@ -73,6 +73,7 @@ class RunState:
             "train/top5_err": 1 - c5 / max(n, 1),
             "train/lr": opt.param_groups[0]["lr"],
             "train/images_per_s": steps * batch_size / elapsed,
+            "images_seen": self.step * batch_size,  # one axis for runs of any batch size
             "train/step_time_s": elapsed / steps,
         }
 

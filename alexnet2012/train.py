@@ -23,12 +23,10 @@ from .build import build_execution, input_size
 from .config import Config
 from .data.loader import build_data
 from .layers import set_dropout_step
-from .optim import (
-    build_optimizer,
-    build_schedule,
-)
+from .optim import build_optimizer
 from .parallel import Execution
 from .runinfo import correct_counts, peak_memory, progress, resolve_run_dir
+from .schedule import build_schedule
 from .snapshot import TrainingError
 from .stopping import Interrupted, StopVote, stop_on_signals
 from .tracking import make_logger
@@ -36,13 +34,18 @@ from .tracking import make_logger
 log = logging.getLogger(__name__)
 
 
-def evaluate(ex: Execution, data, cfg: Config, ten_view: bool = False) -> dict[str, float]:
-    """Top-1/top-5 error and loss over the whole evaluation set (softmax averaged over views)."""
+def evaluate(
+    ex: Execution, data, cfg: Config, ten_view: bool = False, split: str = "val"
+) -> dict[str, float]:
+    """Top-1/top-5 error and loss over ``split`` ("val" or "test"; softmax averaged over views).
+
+    Keys ``val/...`` (``val10/...`` for 10 views), or ``test/...`` for the test split.
+    """
     ex.model.eval()
     acc = torch.zeros(4, device=data.device)  # loss sum, top-1 right, top-5 right, images
     with torch.no_grad(), _autocast(cfg, data.device):
         shard = (ex.data.rank, ex.data.size)
-        for x, y in data.eval_batches(cfg.train.batch_size, ten_view, shard):
+        for x, y in data.eval_batches(cfg.train.batch_size, ten_view, shard, split):
             views = x if ten_view else x.unsqueeze(0)
             probs = None
             for v in views:
@@ -56,7 +59,7 @@ def evaluate(ex: Execution, data, cfg: Config, ten_view: bool = False) -> dict[s
                 acc += torch.stack([nll, *correct_counts(probs, y), y.new_tensor(len(y))])
     ex.model.train()
     loss, c1, c5, n = ex.share(acc).tolist()
-    prefix = "val10" if ten_view else "val"
+    prefix = split + ("10" if ten_view else "")
     return {
         f"{prefix}/loss": loss / n,
         f"{prefix}/top1_err": 1 - c1 / n,
@@ -119,6 +122,7 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     vote = StopVote(env)  # ranks agree every 10 steps, so they all stop at the same step
     while state.step < total:
         epoch, start = divmod(state.step, per_epoch)
+        sched.begin_epoch(epoch)  # the c12 table's lr for this epoch; others keep theirs
         for x, y in data.train_batches(epoch, t.batch_size, cfg.seed, start, shard):
             set_dropout_step(model, state.step, drop_seed)  # masks: f(seed, step, replica)
             with _autocast(cfg, dev):
@@ -145,6 +149,8 @@ def _train(cfg: Config, env, resume: bool) -> dict:
                         state.step, total, metrics["train/loss"], metrics["train/top1_err"],
                         metrics["train/images_per_s"],
                     )  # fmt: skip
+            if t.eval_every and state.step % t.eval_every == 0 and not end_of_epoch:
+                _validate(env, ex, data, cfg, state, logger, per_epoch, at_epoch_end=False)
             if save_now and not end_of_epoch:
                 snapshot.save(run_dir, cfg, ex, opt, sched, state, env)
             if end_of_epoch:
@@ -153,15 +159,10 @@ def _train(cfg: Config, env, resume: bool) -> dict:
                 if not save_now:
                     snapshot.save(run_dir, cfg, ex, opt, sched, state, env)
                 _interrupted(logger, state, run_dir, env)
-        val = _uncounted(env.group, evaluate, ex, data, cfg)  # end of an epoch, or the last step
-        state.epoch_done(val, at_epoch_end=state.step % per_epoch == 0)
-        if state.step % per_epoch == 0:
+        at_end = state.step % per_epoch == 0  # else the last step of a shortened run
+        val = _validate(env, ex, data, cfg, state, logger, per_epoch, at_epoch_end=at_end)
+        if at_end:
             sched.step(val["val/top1_err"])
-        logger.log({**val, "epoch": state.step / per_epoch}, state.step)
-        if env.is_main:
-            log.info("epoch %.2f  val loss %.4f  val top-1 err %.4f  top-5 err %.4f",
-                     state.step / per_epoch, val["val/loss"], val["val/top1_err"],
-                     val["val/top5_err"])  # fmt: skip
         snapshot.save(run_dir, cfg, ex, opt, sched, state, env)
         if state.step < total and vote.now():
             _interrupted(logger, state, run_dir, env)
@@ -172,6 +173,19 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     logger.summary(summary)
     logger.close()
     return summary
+
+
+def _validate(env, ex, data, cfg, state, logger, per_epoch: int, at_epoch_end: bool) -> dict:
+    """Evaluate on the validation split, record and log it; the metrics."""
+    val = _uncounted(env.group, evaluate, ex, data, cfg)
+    state.epoch_done(val, at_epoch_end=at_epoch_end)
+    seen = state.step * cfg.train.batch_size * env.data.size
+    logger.log({**val, "epoch": state.step / per_epoch, "images_seen": seen}, state.step)
+    if env.is_main:
+        log.info("epoch %.2f  val loss %.4f  val top-1 err %.4f  top-5 err %.4f",
+                 state.step / per_epoch, val["val/loss"], val["val/top1_err"],
+                 val["val/top5_err"])  # fmt: skip
+    return val
 
 
 def _interrupted(logger, state, run_dir, env):
@@ -208,13 +222,15 @@ def _check_finite(metrics: dict, checked: int, step: int, run_dir) -> None:
 
 
 def _summary(cfg, env, ex, data, state, opt) -> dict:
-    out = {}
+    out = {"val_set": data.describe("val"), "test_set": data.describe("test")}
+    # the last validation is the test result when "val" is the whole test split, and current
+    same = not data.held_out and data.sizes["val"] == data.sizes["test"]
     for views in (False, True) if cfg.data.ten_view else (False,):
-        if not views and state.last_val_step == state.step:  # the last evaluation is current
-            res = state.last_val
-        else:
-            res = _uncounted(env.group, evaluate, ex, data, cfg, views)  # the full test set
-        out.update({("test10/" if views else "test/") + k.split("/")[1]: v for k, v in res.items()})
+        if not views and same and state.last_val_step == state.step:
+            res = {k.replace("val/", "test/"): v for k, v in state.last_val.items()}
+        else:  # the whole test split, once, at the end
+            res = _uncounted(env.group, evaluate, ex, data, cfg, views, "test")
+        out.update(res)
     params = ex.model.parameters()
     mine = [ex.param_bytes(), peak_memory(env.device), sum(p.numel() for p in params)]
     mine = torch.tensor([mine], dtype=torch.float64, device=env.device)

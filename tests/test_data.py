@@ -211,7 +211,7 @@ def test_batches_are_counter_based(name, tree, tmp_path):
 
 
 def test_fashion_d2l_pipeline(tmp_path):
-    cfg = cfg_for("fashion_mnist", make_fashion(tmp_path / "fm"), normalize=False, flip=False)
+    cfg = cfg_for("fashion_mnist", make_fashion(tmp_path / "fm"), pixels="unit", flip=False)
     data = build_data(cfg, 64, "cpu")
     raw = fashion_mnist.load(tmp_path / "fm", system_dir=tmp_path, cache=tmp_path)
     x, _ = next(data.eval_batches(8))
@@ -223,7 +223,7 @@ def test_fashion_d2l_pipeline(tmp_path):
         xt, F.interpolate(raw["train_images"][order].float() / 255, size=(64, 64), mode="bilinear")
     )
     assert torch.equal(yt, raw["train_labels"][order])
-    cfg.data.normalize, cfg.data.train_subset = True, 50
+    cfg.data.pixels, cfg.data.train_subset = "standard", 50
     data = build_data(cfg, 64, "cpu")
     assert data.train_size == 50 and abs(float(data.mean) - 0.5) < 0.05
     assert len(torch.bincount(data.y["train"])) == 10  # a seeded subset spans the classes
@@ -242,7 +242,7 @@ def test_imagefolder_pipeline(tree, tmp_path):
     assert y.tolist() == store.labels("val")[:6].tolist()
     shifts = {}
     for normalize in (True, False):  # noise goes on mean-subtracted pixels either way ([C12])
-        cfg.data.normalize = normalize
+        cfg.data.pixels = "c12" if normalize else "unit"
         cfg.data.colour_noise = "none"
         plain, _ = next(build_data(cfg, 28, "cpu").train_batches(0, 8, 0))
         for noise in ("paper", "code"):

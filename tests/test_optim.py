@@ -6,15 +6,13 @@ from torch import nn
 
 from alexnet2012.config import TrainConfig
 from alexnet2012.optim import (
-    ConstantSchedule,
     PaperSGD,
-    PlateauSchedule,
     build_optimizer,
-    build_schedule,
     load_optimizer_state_by_name,
     optimizer_state_by_name,
     param_groups,
 )
+from alexnet2012.schedule import ConstantSchedule, PlateauSchedule, build_schedule
 
 
 def small_net(seed: int = 0) -> nn.Sequential:

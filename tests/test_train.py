@@ -66,6 +66,8 @@ def test_two_ranks_train_like_one_process(tmp_path):
     summaries = run_ranks(_train_two_ranks, 2, tmp_path, args=(str(two), extra), timeout=240)
     a, b = losses(one), losses(two)
     assert sorted(a) == sorted(b) == list(range(1, 21))
+    # lr 0.005: at 0.02 this tiny set trains chaotically, and the float rounding of the split
+    # fc8's summed partial logits grew tenfold per step from step 12 (1.3e-3 at step 18)
     for step in a:
         assert abs(a[step] - b[step]) <= 1e-4 * abs(a[step]), step
     wa = checkpoint.load_latest(one)[0]["model"]
@@ -92,7 +94,7 @@ def test_two_ranks_train_like_one_process(tmp_path):
 def test_two_ranks_split_overlap_and_resume_like_one_process(tmp_path):
     """fc8 split, overlapped exchanges, and a two-rank run stopped at step 9 and resumed on two
     ranks: the same losses as one unbroken process."""
-    extra = ["train.max_steps=18", "train.momentum=0.9", "train.lr=0.02"]
+    extra = ["train.max_steps=18", "train.momentum=0.9", "train.lr=0.005"]
     ranks = [*extra, "parallel.fc8=split", "parallel.overlap=true", "train.checkpoint_every=9"]
     one = tmp_path / "one"
     train.run(cfg_for(one, *extra))
@@ -102,6 +104,8 @@ def test_two_ranks_split_overlap_and_resume_like_one_process(tmp_path):
     run_ranks(_resume_two_ranks, 2, tmp_path, args=(str(two), ["train.max_steps=18"]))
     a, b = losses(one), losses(two)
     assert sorted(a) == sorted(b) == list(range(1, 19))
+    # lr 0.005: at 0.02 this tiny set trains chaotically, and the float rounding of the split
+    # fc8's summed partial logits grew tenfold per step from step 12 (1.3e-3 at step 18)
     for step in a:
         assert abs(a[step] - b[step]) <= 1e-4 * abs(a[step]), step
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # stream tags keep the seeds of different uses apart
-STREAM_ORDER, STREAM_AUGMENT, STREAM_SUBSET, STREAM_SYNTHETIC = 1, 2, 3, 4
+STREAM_ORDER, STREAM_AUGMENT, STREAM_SUBSET, STREAM_SYNTHETIC, STREAM_HOLDOUT = 1, 2, 3, 4, 5
 
 
 def generator(*parts: int) -> torch.Generator:
@@ -52,30 +52,75 @@ def subset_index(n: int, keep: int, split: int) -> torch.Tensor:
     return order[:keep].sort().values
 
 
+def holdout(n: int, val_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training indices, validation indices) of ``n`` training images, both sorted.
+
+    The validation set is the first ``val_size`` entries of a fixed permutation (seeded by
+    neither the run seed nor the subsets), so every run validates on the same images and never
+    trains on them. ``val_size=0``: every image trains, the validation set is empty.
+    """
+    if val_size >= n:
+        raise DataError(
+            f"data.val_size={val_size} leaves no training images of the {n} there; set it below {n}"
+        )
+    if val_size <= 0:
+        return torch.arange(n), torch.arange(0)
+    order = torch.randperm(n, generator=generator(STREAM_HOLDOUT))
+    return order[val_size:].sort().values, order[:val_size].sort().values
+
+
+def splits(n_train: int, n_test: int, d) -> dict[str, torch.Tensor]:
+    """Indices of "train", "val" and "test" for the ``data`` config ``d``.
+
+    "train" and "val" index the stored training images, "test" the stored test images; "val" is
+    "test" itself when ``d.val_size`` is 0. ``*_subset`` settings apply after the holdout.
+    """
+    train, val = holdout(n_train, d.val_size)
+    test = subset_index(n_test, d.test_subset, 1)
+    out = {"train": train[subset_index(len(train), d.train_subset, 0)], "test": test}
+    out["val"] = val[subset_index(len(val), d.val_subset, 2)] if len(val) else test
+    if d.val_subset and not len(val):
+        out["val"] = test[subset_index(len(test), d.val_subset, 2)]
+    return out
+
+
 class Data(ABC):
     """A data set ready for training: batches of float32 images (B, C, S, S) on the device.
 
     Subclasses provide ``_fetch(split, idx)`` (the stored images of ``idx`` on the device,
     and their labels), ``_augment(x, gen)`` (training view) and ``_views(x, ten_view)``.
+    Splits: "train", "val" (held-out training images, or the test split itself; see
+    :func:`splits`) and "test"; ``sizes`` counts each, ``held_out`` says which "val" is.
     """
 
     prefetch = False  # fetch the next batch on a thread (disk-backed data)
 
-    def __init__(self, *, name, classes, in_channels, train_size, test_size, input_size, device):
+    def __init__(self, *, name, classes, in_channels, sizes, held_out, input_size, device):
         self.name: str = name
+        self.sizes: dict[str, int] = dict(sizes)
+        self.held_out: bool = held_out
         self.classes: list[str] = list(classes)
         self.num_classes: int = len(self.classes)
         self.in_channels: int = in_channels
-        self.train_size: int = train_size
-        self.test_size: int = test_size
+        self.train_size: int = self.sizes["train"]
+        self.test_size: int = self.sizes["test"]
         self.input_size: int = input_size
         self.device = torch.device(device)
 
     def __repr__(self) -> str:
+        shape = f"{self.in_channels}x{self.input_size}x{self.input_size}"
         return (
-            f"{type(self).__name__}({self.name}: {self.train_size} train, {self.test_size} test, "
-            f"{self.num_classes} classes, {self.in_channels}x{self.input_size}x{self.input_size})"
+            f"{type(self).__name__}({self.name}: {self.train_size} train, "
+            f"val {self.describe('val')}, {self.test_size} test, {self.num_classes} classes, "
+            f"{shape})"
         )
+
+    def describe(self, split: str) -> str:
+        """What the images of ``split`` are, for summaries: "10000 held-out training images"."""
+        n = self.sizes[split]
+        if split == "val":
+            return f"{n} held-out training images" if self.held_out else f"{n} test images"
+        return f"{n} {split} images"
 
     def steps_per_epoch(self, batch_size: int, replicas: int = 1) -> int:
         """Full training batches per epoch (the last partial batch is dropped).
@@ -114,19 +159,20 @@ class Data(ABC):
         )
         for i, (x, y) in self._pipeline("train", chunks):
             parts = (seed, epoch, i) if count == 1 else (seed, epoch, i, index)
-            yield self._augment(x, generator(STREAM_AUGMENT, *parts)), y
+            yield self._augment(x, generator(STREAM_AUGMENT, *parts), epoch), y
 
     def eval_batches(
-        self, batch_size: int, ten_view: bool = False, shard: tuple = (0, 1)
+        self, batch_size: int, ten_view: bool = False, shard: tuple = (0, 1), split: str = "test"
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Test batches in order: (x (B, C, S, S), y), or (views (10, B, C, S, S), y).
+        """Batches of ``split`` ("val" or "test") in order: (x (B, C, S, S), y), or
+        (views (10, B, C, S, S), y).
 
         ``shard=(i, k)``: replica i of k takes every k-th batch, starting at batch i.
         """
-        index, count = shard
-        starts = range(index * batch_size, self.test_size, batch_size * count)
-        chunks = ((lo, torch.arange(lo, min(lo + batch_size, self.test_size))) for lo in starts)
-        for _, (x, y) in self._pipeline("test", chunks):
+        index, count, n = *shard, self.sizes[split]
+        starts = range(index * batch_size, n, batch_size * count)
+        chunks = ((lo, torch.arange(lo, min(lo + batch_size, n))) for lo in starts)
+        for _, (x, y) in self._pipeline(split, chunks):
             yield self._views(x, ten_view), y
 
     def _pipeline(self, split: str, chunks) -> Iterator:
@@ -147,11 +193,11 @@ class Data(ABC):
 
     @abstractmethod
     def _fetch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The stored images ``idx`` of ``split`` ("train" or "test") on the device, labels."""
+        """The images ``idx`` of ``split`` ("train", "val" or "test") on the device, labels."""
 
     @abstractmethod
-    def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """The training view of fetched images, its randomness drawn from ``gen``."""
+    def _augment(self, x: torch.Tensor, gen: torch.Generator, epoch: int = 0) -> torch.Tensor:
+        """The training view of fetched images in ``epoch``, its randomness drawn from ``gen``."""
 
     @abstractmethod
     def _views(self, x: torch.Tensor, ten_view: bool) -> torch.Tensor:

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import pixel_scale
 from . import fashion_mnist
 from .errors import DataError
-from .loader import STREAM_SYNTHETIC, Data, generator, subset_index
+from .loader import STREAM_SYNTHETIC, Data, generator, splits
 from .store import Store
 from .transforms import (
     C12_CROP_CHUNK,
@@ -31,7 +32,12 @@ from .transforms import (
 
 
 class FashionMNISTData(Data):
-    """Fashion-MNIST, 1 channel; ``normalize=false, flip=false, resize=0`` is d2l's pipeline."""
+    """Fashion-MNIST, 1 channel; ``pixels=unit, flip=false, resize=0`` is d2l's pipeline.
+
+    Pixels (``pixel_scale``, ref §3): ``c12`` 0-255 minus the training mean image (resized as
+    the images are: bilinear resizing is linear, so the mean of resized images is the resized
+    mean), ``standard`` mean 0 and std 1 over the training pixels, ``unit`` [0, 1] ([D2L]).
+    """
 
     def __init__(self, cfg, input_size: int, device: torch.device):
         d = cfg.data
@@ -42,26 +48,27 @@ class FashionMNISTData(Data):
                 f"set it to 0 or at least {input_size}"
             )
         raw = fashion_mnist.load(d.root)
-        tr = subset_index(len(raw["train_labels"]), d.train_subset, 0)
-        te = subset_index(len(raw["test_labels"]), d.test_subset, 1)
-        train = raw["train_images"][tr]
+        idx = splits(len(raw["train_labels"]), len(raw["test_labels"]), d)
+        source = {"train": "train", "val": "train" if d.val_size else "test", "test": "test"}
+        self.x = {k: raw[f"{source[k]}_images"][i].to(device) for k, i in idx.items()}
+        self.y = {k: raw[f"{source[k]}_labels"][i].to(device) for k, i in idx.items()}
+        train = raw["train_images"][idx["train"]]
         # mean and std of the training pixels in [0, 1], exactly, from their histogram
         hist = torch.bincount(train.flatten(), minlength=256).double()
         values = torch.arange(256, dtype=torch.float64) / 255
         self.mean = float((hist * values).sum() / hist.sum())
         self.std = float(((hist * (values - self.mean) ** 2).sum() / hist.sum()).sqrt())
-        self.normalize, self.flip = d.normalize, d.flip
-        self.x = {"train": train.to(device), "test": raw["test_images"][te].to(device)}
-        self.y = {
-            "train": raw["train_labels"][tr].to(device),
-            "test": raw["test_labels"][te].to(device),
-        }
+        self.pixels, self.flip = pixel_scale(cfg), d.flip
+        self.input_size = input_size
+        # ref §3: [C12] subtracts the mean image's centre patch from every crop, 0-255 units
+        mean_image = train.double().mean(0, keepdim=True).float()  # (1, 1, 28, 28)
+        self.mean_patch = center_crop(self._scaled(mean_image)[0], input_size).to(device)
         super().__init__(
             name="fashion_mnist",
             classes=fashion_mnist.CLASSES,
             in_channels=1,
-            train_size=len(tr),
-            test_size=len(te),
+            sizes={k: len(i) for k, i in idx.items()},
+            held_out=bool(d.val_size),
             input_size=input_size,
             device=device,
         )
@@ -71,8 +78,8 @@ class FashionMNISTData(Data):
         return self.x[split][idx], self.y[split][idx]
 
     def _scaled(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 1, 28, 28) -> float in [0, 1], (B, 1, resize, resize)."""
-        x = x.float() / 255
+        """uint8 (B, 1, 28, 28) -> float (B, 1, resize, resize): 0-255 for c12, else [0, 1]."""
+        x = x.float() if self.pixels == "c12" else x.float() / 255
         if x.shape[-2:] != (self.resize, self.resize):  # [D2L]: bilinear upsampling
             x = F.interpolate(
                 x,
@@ -83,19 +90,22 @@ class FashionMNISTData(Data):
             )
         return x
 
-    def _standardised(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std if self.normalize else x  # [D2L]: pixels in [0, 1]
+    def _rescaled(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_scaled` pixels -> the configured input scale."""
+        if self.pixels == "c12":
+            return x - self.mean_patch
+        return (x - self.mean) / self.std if self.pixels == "standard" else x  # [D2L]: [0, 1]
 
-    def _augment(self, x, gen):
+    def _augment(self, x, gen, epoch=0):
         x = self._scaled(x)
         if self.resize > self.input_size or self.flip:
             x = random_crop_flip(x, self.input_size, gen, flip=self.flip)
-        return self._standardised(x)
+        return self._rescaled(x)
 
     def _views(self, x, ten_view):
         x = self._scaled(x)
         x = ten_views(x, self.input_size) if ten_view else center_crop(x, self.input_size)
-        return self._standardised(x)
+        return self._rescaled(x)
 
 
 class FolderData(Data):
@@ -117,20 +127,24 @@ class FolderData(Data):
                 f"data.resize={d.resize}, but {store.root} holds {store.size}px "
                 f"images; set data.resize to 0 or {store.size}"
             )
-        self.images = {"train": store.images("train"), "test": store.images("val")}
-        self.labels = {"train": store.labels("train"), "test": store.labels("val")}
+        # "val" is held out of the store's train split, or is its val split (what [P] reports)
+        source = {"train": "train", "val": "train" if d.val_size else "val", "test": "val"}
+        self.images = {k: store.images(v) for k, v in source.items()}
+        self.labels = {k: store.labels(v) for k, v in source.items()}
         self.index = {
-            "train": subset_index(store.count("train"), d.train_subset, 0).numpy(),
-            "test": subset_index(store.count("val"), d.test_subset, 1).numpy(),
+            k: v.numpy() for k, v in splits(store.count("train"), store.count("val"), d).items()
         }
         # [C12] subtracts the mean image's centre input_size patch from every crop (ref §3)
         mean = torch.from_numpy(store.mean).permute(2, 0, 1)  # (3, 256, 256)
         self.mean_patch = center_crop(mean, input_size).contiguous().to(device)
-        # normalize=false: no mean subtraction; pixels divided by 255 at the end, into [0, 1]
-        self.normalize, self.flip, self.noise = d.normalize, d.flip, d.colour_noise
+        # pixels unit: no mean subtraction, pixels divided by 255 at the end, into [0, 1];
+        # standard: the mean image off, divided by the pixels' std (the PCA's trace gives it)
+        self.pixels, self.flip, self.noise = pixel_scale(cfg), d.flip, d.colour_noise
+        self.noise_epochs = d.colour_noise_epochs
+        self.std = math.sqrt(sum(float(v) ** 2 for v in store.pca_stdevs) / 3)
         if d.pca == "imagenet":  # ref §3: [C14]'s ILSVRC-2012 constants
             self.pca = (ILSVRC2012_PCA_STDEVS, ILSVRC2012_PCA_EIGVECS)
-        else:  # the PCA of this store's training pixels
+        else:  # ref §3: [C12] takes the PCA of its own training set (batch_meta['color_pca'])
             self.pca = (store.pca_stdevs, store.pca_eigvecs)
         # ref §1.3: [C12] (the "original" preset) draws one crop and flip per 32 images
         self.per_chunk = C12_CROP_CHUNK if cfg.model.preset == "original" else None
@@ -139,8 +153,8 @@ class FolderData(Data):
             name="imagefolder",
             classes=store.classes,
             in_channels=3,
-            train_size=len(self.index["train"]),
-            test_size=len(self.index["test"]),
+            sizes={k: len(i) for k, i in self.index.items()},
+            held_out=bool(d.val_size),
             input_size=input_size,
             device=device,
         )
@@ -157,22 +171,30 @@ class FolderData(Data):
         x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (B, 3, 256, 256) uint8
         return x, y.to(self.device, non_blocking=True)
 
-    def _augment(self, x, gen):
+    def _from_centred(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean-subtracted 0-255 pixels -> the configured input scale."""
+        if self.pixels == "unit":
+            return (x + self.mean_patch) / 255
+        return x / self.std if self.pixels == "standard" else x
+
+    def _augment(self, x, gen, epoch=0):
         # [P] §4.1, ref §3: random input_size crop and horizontal flip of the 256x256 image
         x = random_crop_flip(x, self.input_size, gen, per_chunk=self.per_chunk, flip=self.flip)
         x = x.float()
-        if self.noise == "none":
-            return x - self.mean_patch if self.normalize else x / 255
+        # ref §2: [C12] turned colour noise off from epoch 67 (data.colour_noise_epochs=66)
+        noise_off = self.noise_epochs and epoch >= self.noise_epochs
+        if self.noise == "none" or noise_off:
+            return x / 255 if self.pixels == "unit" else self._from_centred(x - self.mean_patch)
         # ref §1.3, §3: PCA colour noise, paper or code form. [C12] adds it to mean-subtracted
-        # pixels, so the code form's 1/1.1 shrink acts around the mean image; without
-        # normalize the mean goes back on afterwards
+        # pixels, so the code form's 1/1.1 shrink acts around the mean image; for unit pixels
+        # the mean goes back on afterwards
         x = pca_noise(x - self.mean_patch, *self.pca, gen, form=self.noise)
-        return x if self.normalize else (x + self.mean_patch) / 255
+        return self._from_centred(x)
 
     def _views(self, x, ten_view):
         x = ten_views(x, self.input_size) if ten_view else center_crop(x, self.input_size)
         x = x.float()  # [C12] subtracts the centre mean patch from all 10 views too
-        return x - self.mean_patch if self.normalize else x / 255
+        return x / 255 if self.pixels == "unit" else self._from_centred(x - self.mean_patch)
 
 
 class SyntheticData(Data):
@@ -195,19 +217,18 @@ class SyntheticData(Data):
         wave = torch.sin(2 * math.pi * (1 + k // 2)[:, None] * coords)  # (10, S): 1-5 cycles
         rows, cols = wave[:, :, None].expand(10, s, s), wave[:, None, :].expand(10, s, s)
         self.patterns = torch.where((k % 2 == 0)[:, None, None], rows, cols).to(device)
-        tr = subset_index(n_train, cfg.data.train_subset, 0)
-        te = n_train + subset_index(n_test, cfg.data.test_subset, 1)
-        self.latent = {
-            "train": (labels[tr].to(device), noise[tr].to(device)),
-            "test": (labels[te].to(device), noise[te].to(device)),
-        }
+        idx = splits(n_train, n_test, cfg.data)
+        if not cfg.data.val_size:
+            idx["val"] = idx["val"] + n_train  # the test images, as "test" below
+        idx["test"] = idx["test"] + n_train  # the test images follow the training ones
+        self.latent = {k: (labels[i].to(device), noise[i].to(device)) for k, i in idx.items()}
         self.flip = cfg.data.flip
         super().__init__(
             name="synthetic",
             classes=[f"class{i}" for i in range(10)],
             in_channels=3,
-            train_size=len(tr),
-            test_size=len(te),
+            sizes={k: len(i) for k, i in idx.items()},
+            held_out=bool(cfg.data.val_size),
             input_size=input_size,
             device=device,
         )
@@ -221,7 +242,7 @@ class SyntheticData(Data):
         x = 0.8 * self.colours[y][:, :, None, None] + 0.5 * self.patterns[y][:, None] + 0.5 * smooth
         return x, y
 
-    def _augment(self, x, gen):
+    def _augment(self, x, gen, epoch=0):
         return random_crop_flip(x, self.input_size, gen) if self.flip else x
 
     def _views(self, x, ten_view):

@@ -105,7 +105,7 @@ def _display(data, x: torch.Tensor) -> np.ndarray:
     """(N, C, S, S) model inputs -> (N, S, S, 3) in [0, 1] for drawing."""
     x = x.float()
     mean = getattr(data, "mean_patch", None)
-    if mean is not None and getattr(data, "normalize", False):
+    if mean is not None and getattr(data, "pixels", "") == "c12":
         x = ((x + mean) / 255).clamp(0, 1)  # undo the mean-image subtraction (ref §3)
     else:  # per-image min-max
         lo = x.amin(dim=(1, 2, 3), keepdim=True)
