@@ -25,7 +25,7 @@ EXIT_USER_ERROR = 2
 
 
 def _config(args):
-    from .config import ConfigError, load_config
+    from alexnet2012.config import ConfigError, load_config
 
     if getattr(args, "resume", None):
         saved = Path(args.resume) / "config.yaml"
@@ -38,36 +38,15 @@ def _config(args):
 
 
 def cmd_train(args) -> int:
-    from . import train
-    from .config import ConfigError
-    from .distributed import max_restarts
+    from alexnet2012.training import loop
+    from alexnet2012.training.run import start_policy
 
     cfg = _config(args)
-    if not cfg.run.dir:  # the launch scripts' default (runs/$RDZV_ID, runs/slurm-$SLURM_JOB_ID)
-        cfg.run.dir = os.environ.get("ALEXNET2012_RUN_DIR", "")
-    if not cfg.run.dir and max_restarts() > 0:
-        raise ConfigError(
-            "torchrun --max-restarts needs run.dir=DIR: a restarted job continues from the "
-            "checkpoints there (a time-stamped folder would differ in every attempt)"
-        )
-    resume = bool(args.resume) or _restarted(cfg)
-    summary = train.run(cfg, resume=resume)
+    summary = loop.run(cfg, resume=start_policy(cfg, bool(args.resume)))
     if int(os.environ.get("RANK", "0")) == 0:
         keys = ("test/top1_err", "test/top5_err", "test/loss", "images_per_s", "wall_s")
         print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=1))
     return 0
-
-
-def _restarted(cfg) -> bool:
-    """Under ``torchrun --max-restarts``, a restarted job continues from its last checkpoint,
-    in a run folder this same job started (never one an earlier job left there)."""
-    from .checkpoint import checkpoints, resumable_by
-    from .distributed import restart_count, restartable_job
-
-    job, run_dir = restartable_job(), cfg.run.dir
-    if restart_count() == 0 or not job or not run_dir or not checkpoints(run_dir):
-        return False
-    return resumable_by(run_dir, job)
 
 
 def _at_least(low: int):
@@ -87,12 +66,12 @@ def _at_least(low: int):
 
 
 def cmd_summary(args) -> int:
-    from .build import build_model, input_size
-    from .summary import format_table, layer_table
+    from alexnet2012.nets.build import build_model, input_size
+    from alexnet2012.nets.summary import format_table, layer_table
 
     cfg = _config(args)
     if args.init:
-        from .initreport import format_report, init_report
+        from alexnet2012.training.inithealth import format_report, init_report
 
         print(format_report(cfg, init_report(cfg, args.batch)))
         return 0
@@ -108,7 +87,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from .data.prepare import prepare_main
+    from alexnet2012.data.prepare import prepare_main
 
     summary = prepare_main(args.src, args.dst, size=args.size, on_bad=args.on_bad)
     print(json.dumps(summary, indent=1, default=str))
@@ -118,11 +97,11 @@ def cmd_prepare(args) -> int:
 # commands that live in their own modules: (name, module, help); each module has
 # add_arguments(parser) and main(args) -> int
 PLUGINS = [
-    ("bench", "alexnet2012.bench", "time training steps and the input pipeline"),
+    ("bench", "alexnet2012.bench.command", "time training steps and the input pipeline"),
     ("compare", "alexnet2012.report.compare", "compare run folders: table and plots"),
     ("kernels", "alexnet2012.report.kernels", "first-layer kernels per tower, colour scores"),
     ("neighbours", "alexnet2012.report.neighbours", "nearest training images in fc7 space"),
-    ("convert", "alexnet2012.convert", "import Caffe or torchvision AlexNet weights"),
+    ("convert", "alexnet2012.weights.convert", "import Caffe or torchvision AlexNet weights"),
 ]
 
 
@@ -198,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alexnet2012 {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except RuntimeError as e:  # a run that stopped: a signal, a non-finite loss, a lost peer
-        from .distributed import PeerError
-        from .snapshot import TrainingError
-        from .stopping import Interrupted
+        from alexnet2012.parallel.torchrun import PeerError
+        from alexnet2012.training.snapshot import TrainingError
+        from alexnet2012.training.stopping import Interrupted
 
         if not isinstance(e, Interrupted | TrainingError | PeerError):
             raise

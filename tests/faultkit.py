@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from alexnet2012 import checkpoint, train
 from alexnet2012.config import load_config
+from alexnet2012.training import checkpoint, loop
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.yaml")
@@ -60,7 +60,7 @@ def cfg_for(run_dir, *extra):
 def resume(run_dir, *overrides):
     """What ``alexnet2012 train --resume RUN_DIR [overrides]`` does, in this process."""
     cfg = load_config(Path(run_dir) / "config.yaml", [*overrides, f"run.dir={run_dir}"])
-    return train.run(cfg, resume=True)
+    return loop.run(cfg, resume=True)
 
 
 def start(
@@ -72,7 +72,8 @@ def start(
                 "--max-restarts=2"] if torchrun else []  # fmt: skip
     new = ["--config", DEBUG, *BASE, f"run.dir={run_dir}"]
     what = ["--resume", str(run_dir)] if resume else new
-    argv = [sys.executable, *launcher, "-m", "alexnet2012", "train", *what, *extra]
+    runner = str(Path(__file__).with_name("faultrun.py"))  # the CLI with the fault hooks
+    argv = [sys.executable, *launcher, runner, "train", *what, *extra]
     launch = r"^(ALEXNET2012_|TORCHELASTIC|MASTER_)|RANK$|WORLD_SIZE$"  # none of the caller's
     keep = {k: v for k, v in os.environ.items() if not re.search(launch, k)}
     env = {**keep, "OMP_NUM_THREADS": "1", "ALEXNET2012_NO_BAR": "1", "PYTHONPATH": str(ROOT),

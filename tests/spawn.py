@@ -41,12 +41,12 @@ def _rank_main(rank: int, fn: Callable, world_size: int, work: str, args: tuple)
     """One spawned rank: join the group, run ``fn``, write its result or its traceback."""
     import torch.distributed as dist
 
-    from alexnet2012 import distributed
+    from alexnet2012.parallel import torchrun
 
     torch.set_num_threads(1)  # two ranks on two cores: one thread each (parallel.md)
     out = Path(work)
     try:
-        distributed.init_for_test(rank, world_size, str(out / "store"))
+        torchrun.init_for_test(rank, world_size, str(out / "store"))
         result = to_plain(fn(rank, *args))
         with open(out / f"rank{rank}.pkl", "wb") as f:
             pickle.dump(result, f)
@@ -54,7 +54,7 @@ def _rank_main(rank: int, fn: Callable, world_size: int, work: str, args: tuple)
     except BaseException:
         (out / f"rank{rank}.err").write_text(traceback.format_exc())
         raise
-    distributed.teardown()
+    torchrun.teardown()
 
 
 def _failure_text(work: Path, fallback: str) -> str:

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet2012 import train
 from alexnet2012.config import load_config
 from alexnet2012.data.idx import write_idx
+from alexnet2012.training import loop
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = str(ROOT / "configs" / "debug.yaml")
@@ -70,7 +70,7 @@ def image_tree(src: Path, train_classes, val_classes) -> Path:
 def saved_run(tmp_path_factory) -> Path:
     """A finished small run with checkpoints at steps 6 and 8 (the one users must not lose)."""
     run_dir = tmp_path_factory.mktemp("saved") / "run"
-    train.run(load_config(DEBUG, [*SMALL, f"run.dir={run_dir}", "train.checkpoint_every=3"]))
+    loop.run(load_config(DEBUG, [*SMALL, f"run.dir={run_dir}", "train.checkpoint_every=3"]))
     return run_dir
 
 

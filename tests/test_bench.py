@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from alexnet2012 import cli
-from alexnet2012.build import build_model
 from alexnet2012.config import load_config
+from alexnet2012.nets.build import build_model
 
 DEBUG = str(Path(__file__).resolve().parents[1] / "configs" / "debug.yaml")
 TINY = ["--config", DEBUG, "data.name=synthetic", "train.batch_size=8", "--warmup", "2"]

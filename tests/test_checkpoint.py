@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet2012 import checkpoint
-from alexnet2012.checkpoint import FORMAT, CheckpointError, checkpoints, load, load_latest, save
+from alexnet2012.training import checkpoint
+from alexnet2012.training.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    checkpoints,
+    load,
+    load_latest,
+    save,
+)
 
 
 def payload(step: int) -> dict:
@@ -76,7 +83,7 @@ def test_corrupt_newest_falls_back(tmp_path, caplog, damage):
     damage(bad)
     with pytest.raises(CheckpointError, match="ckpt-00000002.pt: checksum mismatch"):
         load(bad)
-    with caplog.at_level(logging.WARNING, logger="alexnet2012.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="alexnet2012.training.checkpoint"):
         data, path = load_latest(tmp_path)
     assert path.name == "ckpt-00000001.pt" and data["epoch"] == 1
     assert "ckpt-00000002.pt" in caplog.text and "checksum mismatch" in caplog.text

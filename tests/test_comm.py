@@ -1,4 +1,4 @@
-"""The exchanges of alexnet2012.comm on two gloo CPU ranks against one-process references.
+"""The exchanges of alexnet2012.parallel.comm on two gloo CPU ranks against one-process references.
 
 Every pair is checked forward and backward: each rank's input gradient must equal its slice of
 the gradient the one-process computation gives. One spawn runs all exchanges (spawning costs
@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from spawn import run_ranks
 
-from alexnet2012 import comm, distributed
+from alexnet2012.parallel import comm, torchrun
 
 TOL = 1e-6
 N = 3
@@ -205,8 +205,8 @@ def torchrun_env(monkeypatch, world_size: int) -> None:
 @pytest.mark.parametrize("world_size", [3, 5])
 def test_setup_rejects_odd_world_size(monkeypatch, world_size):
     torchrun_env(monkeypatch, world_size)
-    with pytest.raises(distributed.DistributedError) as err:
-        distributed.setup(5, "cpu")
+    with pytest.raises(torchrun.DistributedError) as err:
+        torchrun.setup(5, "cpu")
     msg = str(err.value)
     assert "2 ranks per tower pair" in msg and f"WORLD_SIZE={world_size}" in msg
     assert "torchrun --standalone --nproc_per_node=2 -m alexnet2012 train" in msg
@@ -217,13 +217,13 @@ def test_setup_without_torchrun_is_one_process(monkeypatch):
     for k in (*TORCHRUN_VARS, "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)
     threads = torch.get_num_threads()
-    with distributed.session(5, "cpu") as env:
+    with torchrun.session(5, "cpu") as env:
         assert (env.rank, env.world_size, env.backend, env.is_main) == (0, 1, "none", True)
         assert env.device == torch.device("cpu") and env.group.size == 1
         assert not dist.is_initialized() and torch.get_num_threads() == threads
-    distributed.teardown()  # safe twice
-    with pytest.raises(distributed.DistributedError, match="choose from"):
-        distributed.setup(5, "tpu")
+    torchrun.teardown()  # safe twice
+    with pytest.raises(torchrun.DistributedError, match="choose from"):
+        torchrun.setup(5, "tpu")
 
 
 def test_restartable_job(monkeypatch):
@@ -231,14 +231,14 @@ def test_restartable_job(monkeypatch):
     none for torchrun's default id "none", which every job without --rdzv-id shares."""
     for k in ("TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(k, raising=False)
-    assert distributed.restartable_job() == ""
+    assert torchrun.restartable_job() == ""
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "3f2a9b")
     monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "0")
-    assert distributed.restartable_job() == ""
+    assert torchrun.restartable_job() == ""
     monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "2")
-    assert distributed.restartable_job() == "3f2a9b"
+    assert torchrun.restartable_job() == "3f2a9b"
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
-    assert distributed.restartable_job() == ""
+    assert torchrun.restartable_job() == ""
 
 
 def fail_on_rank1(rank: int) -> None:

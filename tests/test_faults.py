@@ -3,9 +3,10 @@
 Every fault ends one of two ways: the run continues (on its own under ``torchrun
 --max-restarts``, or with ``--resume``) and finishes with exactly the metrics of a run that was
 never disturbed, or it stops with a clear message. Either way every checkpoint it left loads.
-Faults go in through ``ALEXNET2012_FAULT`` (:mod:`alexnet2012.faults`). The tally (faults
-injected, runs recovered, steps lost, files corrupted) is printed at the end (``pytest -s``), in
-the terminal summary, and written to ``<pytest base temp>/fault_table.txt``.
+Faults go in through ``ALEXNET2012_FAULT`` (:mod:`faults`, acting at the hook points of
+:mod:`alexnet2012.training.hooks`). The tally (faults injected, runs recovered, steps lost,
+files corrupted) is printed at the end (``pytest -s``), in the terminal summary, and written to
+``<pytest base temp>/fault_table.txt``.
 """
 
 import math
@@ -17,6 +18,7 @@ import socket
 import time
 from pathlib import Path
 
+import faults
 import pytest
 import torch
 from faultkit import (
@@ -37,7 +39,7 @@ from faultkit import (
     verify,
 )
 
-from alexnet2012 import checkpoint, snapshot, train
+from alexnet2012.training import checkpoint, hooks, loop, snapshot
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,7 +60,7 @@ def fault_table(request, tmp_path_factory):
 def base_one(tmp_path_factory):
     """The undisturbed one-process run every one-process recovery must reproduce exactly."""
     run_dir = tmp_path_factory.mktemp("base") / "one"
-    train.run(cfg_for(run_dir))
+    loop.run(cfg_for(run_dir))
     return run_dir
 
 
@@ -106,7 +108,7 @@ def test_corrupt_checkpoints_are_named_and_skipped(tmp_path, base_one, caplog):
     falls back to the previous one; with both damaged, resume is refused and no file touched;
     a resume past a truncated newest reproduces the unbroken run."""
     run_dir = tmp_path / "run"
-    train.run(cfg_for(run_dir, "train.max_steps=12"))
+    loop.run(cfg_for(run_dir, "train.max_steps=12"))
     newest, previous = checkpoint.checkpoints(run_dir)  # steps 12 and 10
     rng = random.Random(SEED)
     saved = {p: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()}
@@ -140,8 +142,12 @@ def test_nan_loss_stops_before_saving(tmp_path, base_one, monkeypatch):
     a resume (the fault gone) reproduces the unbroken run."""
     step, run_dir = random.Random(SEED + 2).randint(6, 20), tmp_path / "run"
     monkeypatch.setenv("ALEXNET2012_FAULT", f"nan@step={step}")
-    with pytest.raises(train.TrainingError, match=f"loss became nan at step {step};"):
-        train.run(cfg_for(run_dir))
+    previous = faults.install()
+    try:
+        with pytest.raises(loop.TrainingError, match=f"loss became nan at step {step};"):
+            loop.run(cfg_for(run_dir))
+    finally:
+        hooks.install(previous)
     monkeypatch.delenv("ALEXNET2012_FAULT")
     assert max(verify(run_dir)) == before(step)
     assert all(map(math.isfinite, history(run_dir).values()))
@@ -153,21 +159,21 @@ def test_nan_loss_stops_before_saving(tmp_path, base_one, monkeypatch):
 def test_diverging_run_never_saves_non_finite_weights(tmp_path, monkeypatch):
     """A huge learning rate stops the run with every checkpoint finite; weights that turn inf
     while the loss still looks finite stop it before the save."""
-    with pytest.raises(train.TrainingError, match=r"loss became nan|weights .* non-finite"):
-        train.run(cfg_for(tmp_path / "lr", "train.lr=10000.0", "train.checkpoint_every=1"))
+    with pytest.raises(loop.TrainingError, match=r"loss became nan|weights .* non-finite"):
+        loop.run(cfg_for(tmp_path / "lr", "train.lr=10000.0", "train.checkpoint_every=1"))
     assert verify(tmp_path / "lr")  # at least one checkpoint, all finite
     record("train.lr=10000.0", "stopped, every checkpoint finite")
     real = snapshot.payload
 
-    def poisoned(cfg, ex, opt, sched, state):
-        payload = real(cfg, ex, opt, sched, state)
-        if state.step == 10:
+    def poisoned(run):
+        payload = real(run)
+        if run.state.step == 10:
             payload["model"]["conv1.weight"][0, 0, 0, 0] = float("inf")
         return payload
 
     monkeypatch.setattr(snapshot, "payload", poisoned)
-    with pytest.raises(train.TrainingError, match="conv1.weight became non-finite by step 10"):
-        train.run(cfg_for(tmp_path / "inf"))
+    with pytest.raises(loop.TrainingError, match="conv1.weight became non-finite by step 10"):
+        loop.run(cfg_for(tmp_path / "inf"))
     assert verify(tmp_path / "inf") == [5]
     record("inf weight at a save (step 10)", "stopped, step 5 kept")
 

@@ -24,9 +24,10 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from alexnet2012 import comm, stopping
-from alexnet2012.model import AlexNet2012
-from alexnet2012.parallel import Execution
+from alexnet2012.nets.model import AlexNet2012
+from alexnet2012.parallel import comm
+from alexnet2012.parallel.execution import Execution
+from alexnet2012.training import stopping
 
 try:
     import pytest

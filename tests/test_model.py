@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from alexnet2012 import AlexNet2012, baselines
-from alexnet2012.layers import SpatialNorm, TowerLRN
-from alexnet2012.summary import layer_table
+from alexnet2012 import AlexNet2012
+from alexnet2012.nets import baselines
+from alexnet2012.nets.layers import SpatialNorm, TowerLRN
+from alexnet2012.nets.summary import layer_table
 
 
 def count(m):
@@ -190,7 +191,7 @@ def test_options_change_the_network():
 
 
 def test_fast_lrn_equals_torch():
-    from alexnet2012.layers import lrn
+    from alexnet2012.nets.layers import lrn
 
     a = torch.randn(3, 7, 5, 5) * 20
     want = torch.nn.functional.local_response_norm(a, 5, 1e-4, 0.75, 2.0)

@@ -5,14 +5,14 @@ import torch
 from torch import nn
 
 from alexnet2012.config import TrainConfig
-from alexnet2012.optim import (
+from alexnet2012.training.optim import (
     PaperSGD,
     build_optimizer,
     load_optimizer_state_by_name,
     optimizer_state_by_name,
     param_groups,
 )
-from alexnet2012.schedule import ConstantSchedule, PlateauSchedule, build_schedule
+from alexnet2012.training.schedule import ConstantSchedule, PlateauSchedule, build_schedule
 
 
 def small_net(seed: int = 0) -> nn.Sequential:

@@ -5,9 +5,9 @@ import pytest
 import torch
 from spawn import run_ranks
 
-from alexnet2012 import comm
-from alexnet2012.model import AlexNet2012
-from alexnet2012.parallel import Execution, PlanError, placement
+from alexnet2012.nets.model import AlexNet2012
+from alexnet2012.parallel import comm
+from alexnet2012.parallel.execution import Execution, PlanError, placement
 
 CROSS_LISTS = [
     ["conv3", "fc6", "fc7", "fc8"],  # the paper's

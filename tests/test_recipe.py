@@ -8,15 +8,16 @@ import torch
 import torch.nn.functional as F
 from test_data import make_fashion
 
-from alexnet2012 import train
 from alexnet2012.cli import main as cli_main
 from alexnet2012.config import load_config, pixel_scale
 from alexnet2012.data import fashion_mnist
 from alexnet2012.data.loader import build_data
-from alexnet2012.initreport import init_report
-from alexnet2012.model import AlexNet2012
-from alexnet2012.optim import PaperSGD, build_optimizer
-from alexnet2012.schedule import C12Schedule, build_schedule
+from alexnet2012.nets.model import AlexNet2012
+from alexnet2012.training import evaluate as evaluation
+from alexnet2012.training import loop
+from alexnet2012.training.inithealth import init_report
+from alexnet2012.training.optim import PaperSGD, build_optimizer
+from alexnet2012.training.schedule import C12Schedule, build_schedule
 
 SHIPPED = ("fashion_mnist_2012", "fashion_mnist_d2l", "imagenet_2012", "imagenet_paper")
 
@@ -61,7 +62,7 @@ def test_c12_pixels_are_0_255_minus_the_training_mean_image(tmp_path):
 def test_validation_split_is_held_out_of_training_and_apart_from_test(tmp_path):
     root = make_fashion(tmp_path / "fm", n_train=100, n_test=30)
     over = [f"data.root={root}", "data.flip=false", "data.train_subset=0", "data.test_subset=0"]
-    over += ["data.pixels=unit", "data.resize=0"]  # 28x28 and [0, 1]: x * 255 gives back the stored bytes
+    over += ["data.pixels=unit", "data.resize=0"]  # 28x28, [0, 1]: x * 255 is the stored bytes
 
     def make(*extra):
         return build_data(load_config("configs/debug.yaml", [*over, *extra]), 28, "cpu")
@@ -94,14 +95,14 @@ def test_summary_names_what_each_number_was_measured_on(tmp_path, monkeypatch):
         "train.batch_size=16", "train.eval_every=2", "train.log_every=1", "data.resize=0",
         "model.input_size=64", f"run.dir={tmp_path / 'run'}",
     ])  # fmt: skip
-    splits, evaluate = [], train.evaluate
+    splits, inner = [], evaluation._evaluate
 
-    def recording(*args):
-        splits.append(args[4] if len(args) > 4 else "val")
-        return evaluate(*args)
+    def recording(ex, data, cfg, ten_view, split):
+        splits.append(split)
+        return inner(ex, data, cfg, ten_view, split)
 
-    monkeypatch.setattr(train, "evaluate", recording)
-    summary = train.run(cfg)
+    monkeypatch.setattr(evaluation, "_evaluate", recording)
+    summary = loop.run(cfg)
     assert summary["val_set"] == "32 held-out training images"
     assert summary["test_set"] == "32 test images"
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
@@ -155,11 +156,11 @@ def test_resume_across_a_c12_change_point_continues_exactly(tmp_path):
             "train.batch_size=8", "train.epochs=26", "train.schedule=c12", "train.update=paper",
             "train.log_every=1", "wandb.mode=disabled", "train.momentum=0.9"]  # fmt: skip
     one = tmp_path / "one"
-    train.run(load_config("configs/debug.yaml", [*over, f"run.dir={one}"]))
+    loop.run(load_config("configs/debug.yaml", [*over, f"run.dir={one}"]))
     two = tmp_path / "two"
-    train.run(load_config("configs/debug.yaml", [*over, f"run.dir={two}", "train.max_steps=47"]))
+    loop.run(load_config("configs/debug.yaml", [*over, f"run.dir={two}", "train.max_steps=47"]))
     again = load_config(two / "config.yaml", ["train.max_steps=0", f"run.dir={two}"])
-    train.run(again, resume=True)
+    loop.run(again, resume=True)
 
     def lr_and_loss(run):
         rows = [json.loads(line) for line in open(run / "metrics.jsonl")]

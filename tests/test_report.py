@@ -11,16 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet2012 import cli, train
-from alexnet2012.baselines import torchvision_alexnet
+from alexnet2012 import cli
 from alexnet2012.config import load_config, to_dict
-from alexnet2012.model import AlexNet2012
+from alexnet2012.nets.baselines import torchvision_alexnet
+from alexnet2012.nets.model import AlexNet2012
 from alexnet2012.report import plots
 from alexnet2012.report.kernels import colour_score, colour_scores
 from alexnet2012.report.neighbours import feature_layer, features, nearest
 from alexnet2012.report.paper import CLAIMS
 from alexnet2012.report.runs import RunError, flatten, load_run, load_runs
 from alexnet2012.report.stats import verdict
+from alexnet2012.training import loop
 
 PNG = b"\x89PNG\r\n\x1a\n"
 BASE = [
@@ -38,7 +39,7 @@ def runs(tmp_path_factory):
     for name, extra in (("tt-s1", ["seed=1"]), ("tt-s2", ["seed=2"]),
                         ("nolrn-s1", ["seed=1", "model.lrn=false"])):  # fmt: skip
         dirs.append(root / name)
-        train.run(load_config("configs/debug.yaml", [*BASE, f"run.dir={dirs[-1]}", *extra]))
+        loop.run(load_config("configs/debug.yaml", [*BASE, f"run.dir={dirs[-1]}", *extra]))
     return dirs
 
 

@@ -20,8 +20,9 @@ import pytest
 import torch
 from spawn import run_ranks
 
-from alexnet2012 import checkpoint, distributed, train
 from alexnet2012.config import load_config
+from alexnet2012.parallel import torchrun
+from alexnet2012.training import checkpoint, loop
 
 # no augmentation and no dropout: the per-image randomness is the only thing that depends on
 # how a global batch is cut into shards, so without it the two layouts compute the same updates
@@ -36,10 +37,10 @@ def _run(rank, run_dir, batch):
     cfg = load_config(
         "configs/debug.yaml", [*BASE, f"run.dir={run_dir}", f"train.batch_size={batch}"]
     )
-    env = distributed.mesh_env(
+    env = torchrun.mesh_env(
         rank, torch.distributed.get_world_size(), rank, torch.device("cpu"), "gloo"
     )
-    summary = train.run(cfg, env=env)
+    summary = loop.run(cfg, env=env)
     return {"summary": summary, "tower": env.group.rank, "replica": env.data.rank}
 
 

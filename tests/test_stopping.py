@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import torch
 from spawn import run_ranks
 
-from alexnet2012 import comm, stopping
+from alexnet2012.parallel import comm
+from alexnet2012.training import stopping
 
 
 def _env(world_size: int) -> SimpleNamespace:

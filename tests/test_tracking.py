@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from alexnet2012.config import WandbConfig
-from alexnet2012.tracking import (
+from alexnet2012.training.tracking import (
     NullLogger,
     RunLogger,
     describe_wandb,

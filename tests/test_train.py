@@ -9,10 +9,12 @@ import pytest
 import torch
 from spawn import run_ranks
 
-from alexnet2012 import checkpoint, comm, distributed, snapshot, train
-from alexnet2012.build import build_model
 from alexnet2012.config import load_config
-from alexnet2012.parallel import Execution
+from alexnet2012.nets.build import build_model
+from alexnet2012.parallel import comm, torchrun
+from alexnet2012.parallel.execution import Execution
+from alexnet2012.training import checkpoint, loop, snapshot
+from alexnet2012.training.run import Run
 
 BASE = [
     "data.name=synthetic", "data.synthetic_size=256", "train.batch_size=16", "train.epochs=4",
@@ -42,8 +44,8 @@ def probe_logits(state_dict, cfg):
 
 def _train_two_ranks(rank, run_dir, extra):
     cfg = cfg_for(run_dir, *extra)
-    env = distributed.mesh_env(rank, 2, rank, torch.device("cpu"), "gloo")
-    return train.run(cfg, env=env)
+    env = torchrun.mesh_env(rank, 2, rank, torch.device("cpu"), "gloo")
+    return loop.run(cfg, env=env)
 
 
 def _logits_two_ranks(rank, ckpt_path, run_dir):
@@ -61,7 +63,7 @@ def test_two_ranks_train_like_one_process(tmp_path):
     """20 SGD steps, momentum, weight decay, dropout and augmentation on: same loss each step."""
     extra = ["train.max_steps=20", "train.momentum=0.9", "train.lr=0.02"]
     one = tmp_path / "one"
-    train.run(cfg_for(one, *extra))
+    loop.run(cfg_for(one, *extra))
     two = tmp_path / "two"
     summaries = run_ranks(_train_two_ranks, 2, tmp_path, args=(str(two), extra), timeout=240)
     a, b = losses(one), losses(two)
@@ -97,7 +99,7 @@ def test_two_ranks_split_overlap_and_resume_like_one_process(tmp_path):
     extra = ["train.max_steps=18", "train.momentum=0.9", "train.lr=0.005"]
     ranks = [*extra, "parallel.fc8=split", "parallel.overlap=true", "train.checkpoint_every=9"]
     one = tmp_path / "one"
-    train.run(cfg_for(one, *extra))
+    loop.run(cfg_for(one, *extra))
     two = tmp_path / "two"
     run_ranks(_train_two_ranks, 2, tmp_path, args=(str(two), [*ranks, "train.max_steps=9"]))
     assert max(losses(two)) == 9
@@ -112,15 +114,15 @@ def test_two_ranks_split_overlap_and_resume_like_one_process(tmp_path):
 
 def _resume_two_ranks(rank, run_dir, overrides):
     cfg = load_config(f"{run_dir}/config.yaml", [*overrides, f"run.dir={run_dir}"])
-    env = distributed.mesh_env(rank, 2, rank, torch.device("cpu"), "gloo")
-    return train.run(cfg, resume=True, env=env)
+    env = torchrun.mesh_env(rank, 2, rank, torch.device("cpu"), "gloo")
+    return loop.run(cfg, resume=True, env=env)
 
 
 def _begin_fresh(rank, folders):
     """A fresh start where each rank reads its own folder (as nodes without a shared one)."""
     env = SimpleNamespace(world=comm.world(), device=torch.device("cpu"), is_main=rank == 0)
     try:
-        snapshot.begin(folders[rank], None, env, None, None, None, resume=False)
+        snapshot.begin(Run(folders[rank], None, env, None, None, None), resume=False)
     except checkpoint.CheckpointError as e:
         return str(e)
     return "started"
@@ -142,19 +144,19 @@ def test_ranks_that_see_different_run_folders_stop(tmp_path):
 def test_resume_refuses_another_update_rule(tmp_path):
     """PaperSGD's velocity holds lr x torch SGD's: loading one into the other is refused."""
     run_dir = tmp_path / "r"
-    train.run(cfg_for(run_dir, "train.max_steps=3", "train.momentum=0.9"))
+    loop.run(cfg_for(run_dir, "train.max_steps=3", "train.momentum=0.9"))
     again = load_config(run_dir / "config.yaml", ["train.update=paper", "train.max_steps=6"])
     with pytest.raises(checkpoint.CheckpointError, match="train.update='pytorch' there, 'paper'"):
-        train.run(again, resume=True)
+        loop.run(again, resume=True)
 
 
 def test_resume_equals_unbroken_run(tmp_path):
     full = tmp_path / "full"
-    s_full = train.run(cfg_for(full, "train.max_steps=40", "train.checkpoint_every=6"))
+    s_full = loop.run(cfg_for(full, "train.max_steps=40", "train.checkpoint_every=6"))
     part = tmp_path / "part"
-    train.run(cfg_for(part, "train.max_steps=22", "train.checkpoint_every=6"))
+    loop.run(cfg_for(part, "train.max_steps=22", "train.checkpoint_every=6"))
     resumed = load_config(part / "config.yaml", ["train.max_steps=40"])
-    s_part = train.run(resumed, resume=True)
+    s_part = loop.run(resumed, resume=True)
     a, b = losses(full), losses(part)
     assert sorted(a) == sorted(b) == list(range(1, 41))
     assert all(a[k] == b[k] for k in a), [k for k in a if a[k] != b[k]]
@@ -163,7 +165,7 @@ def test_resume_equals_unbroken_run(tmp_path):
 
 
 def test_records_are_complete_and_finite(tmp_path):
-    summary = train.run(cfg_for(tmp_path / "r", "train.max_steps=17", "data.ten_view=true",
+    summary = loop.run(cfg_for(tmp_path / "r", "train.max_steps=17", "data.ten_view=true",
                                 "data.resize=104"))  # fmt: skip
     rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
     train_keys = {"train/loss", "train/top1_err", "train/top5_err", "train/lr",

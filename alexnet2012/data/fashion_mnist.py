@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from .errors import DataError
-from .idx import read_images, read_labels
+from alexnet2012.data.errors import DataError
+from alexnet2012.data.idx import read_images, read_labels
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .errors import DataError
+from alexnet2012.data.errors import DataError
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from alexnet2012.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class Data(ABC):
 
 def build_data(cfg: Config, input_size: int, device: torch.device | str) -> Data:
     """The data set ``cfg.data.name`` names, producing ``input_size`` images on ``device``."""
-    from .sources import FashionMNISTData, FolderData, SyntheticData
+    from alexnet2012.data.sources import FashionMNISTData, FolderData, SyntheticData
 
     kinds = {
         "fashion_mnist": FashionMNISTData,

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import pixel_scale
-from . import fashion_mnist
-from .errors import DataError
-from .loader import STREAM_SYNTHETIC, Data, generator, splits
-from .store import Store
-from .transforms import (
+from alexnet2012.config import pixel_scale
+from alexnet2012.data import fashion_mnist
+from alexnet2012.data.errors import DataError
+from alexnet2012.data.loader import STREAM_SYNTHETIC, Data, generator, splits
+from alexnet2012.data.store import Store
+from alexnet2012.data.transforms import (
     C12_CROP_CHUNK,
     ILSVRC2012_PCA_EIGVECS,
     ILSVRC2012_PCA_STDEVS,

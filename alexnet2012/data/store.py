@@ -5,8 +5,11 @@ Layout of DST (all images RGB uint8, shorter side resized to ``size`` and centre
 - ``train_images.npy``, ``val_images.npy``: (N, size, size, 3) uint8, opened memory-mapped;
 - ``train_labels.npy``, ``val_labels.npy``: (N,) int64 class indices;
 - ``mean.npy``: (size, size, 3) float32, the per-pixel mean of the training images (0-255);
-- ``meta.json``: classes, counts, skipped files with reasons, and the RGB PCA of the training
-  pixels (0-255 scale, ascending std-devs sqrt(lambda), eigenvectors as columns: ref §3).
+- ``meta.json``: classes (WNIDs for ImageNet, sorted: the label is the index) and their
+  human-readable ``class_names``, the source layout, counts, skipped files with reasons, counts
+  of odd files (CMYK, greyscale, ...), and the RGB PCA of the training pixels (0-255 scale,
+  ascending std-devs sqrt(lambda), eigenvectors as columns: ref §3). Stores written before
+  ``class_names`` existed still load (the names are then the classes).
 
 ``meta.json`` is written last, so its presence means the store is complete.
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from alexnet2012.data.errors import DataError
 
 FORMAT = 1
 META = "meta.json"
@@ -91,8 +94,8 @@ class Store:
                 )
             raise DataError(
                 f"{self.root}: no prepared image store here (no "
-                f"{META}); run `alexnet2012 prepare SRC DST` on an ImageFolder tree SRC (train/ "
-                "and val/ folders of class folders) and set data.root to DST"
+                f"{META}); run `alexnet2012 prepare SRC DST` on SRC holding the ILSVRC-2012 "
+                "files or train/ and val/ ImageFolder trees, and set data.root to DST"
             )
         try:
             self.meta = json.loads(meta.read_text())
@@ -111,6 +114,7 @@ class Store:
             )
         self.size: int = self.meta["size"]
         self.classes: list[str] = self.meta["classes"]
+        self.class_names: list[str] = self.meta.get("class_names") or list(self.classes)
         self.pca_stdevs = np.asarray(self.meta["pca"]["stdevs"], dtype=np.float64)
         self.pca_eigvecs = np.asarray(self.meta["pca"]["eigvecs"], dtype=np.float64)
         self.mean = self._load("mean.npy", (self.size, self.size, 3))

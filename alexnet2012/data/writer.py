@@ -10,12 +10,21 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-from .store import FORMAT, META, PROGRESS, SPLITS, shrink_npy, write_atomic, write_json
+from alexnet2012.data.errors import DataError
+from alexnet2012.data.store import (
+    FORMAT,
+    META,
+    PROGRESS,
+    SPLITS,
+    shrink_npy,
+    write_atomic,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,28 @@ def save_npy(path: Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, array)
     write_atomic(path, buf.getvalue())
+
+
+def _open_npy(path: Path, dtype, shape: tuple, fresh: bool) -> tuple:
+    """An .npy file opened for writing rows, and its data offset; ``fresh`` (re)creates it."""
+    if fresh:
+        with open(path, "wb") as f:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype))}
+            header.update(fortran_order=False, shape=shape)
+            np.lib.format.write_array_header_1_0(f, header)
+            f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)  # sparse
+    f = open(path, "r+b")
+    np.lib.format.read_magic(f)
+    np.lib.format.read_array_header_1_0(f)
+    return f, f.tell()
+
+
+def _pwrite(f, rows: np.ndarray, offset: int) -> None:
+    data = memoryview(np.ascontiguousarray(rows)).cast("B")
+    while data:
+        n = os.pwrite(f.fileno(), data, offset)
+        data, offset = data[n:], offset + n
+    os.fdatasync(f.fileno())
 
 
 def pca(pixel_sum: np.ndarray, outer: np.ndarray, pixels: int) -> tuple[list, list]:
@@ -79,7 +110,7 @@ class StoreWriter:
         if self.state["stats"]:
             with np.load(dst / self.state["stats"]) as f:
                 self.sum, self.outer = f["sum"], f["outer"]
-        self._maps: dict[str, tuple] = {}
+        self._files: dict[str, tuple] = {}
 
     def chunks_left(self, split: str) -> list[tuple[int, int]]:
         s, n = self.state["splits"][split], len(self.items[split])
@@ -91,35 +122,39 @@ class StoreWriter:
         return (len(self.items[split]) - self.state["splits"][split]["done"]) * self.size**2 * 3
 
     def _open(self, split: str) -> tuple:
-        if split not in self._maps:
-            s, n = self.state["splits"][split], len(self.items[split])
-            mode = "r+" if s["done"] else "w+"  # a fresh split (re)creates its files
-            images = np.lib.format.open_memmap(
-                self.dst / f"{split}_images.npy", mode, np.uint8, (n, self.size, self.size, 3)
-            )
-            labels = np.lib.format.open_memmap(
-                self.dst / f"{split}_labels.npy", mode, np.int64, (n,)
-            )
-            self._maps[split] = (images, labels)
-        return self._maps[split]
+        """(file, data offset) of the split's images and labels; a fresh split creates them."""
+        if split not in self._files:
+            n, fresh = len(self.items[split]), self.state["splits"][split]["done"] == 0
+            shape = (n, self.size, self.size, 3)
+            images = _open_npy(self.dst / f"{split}_images.npy", np.uint8, shape, fresh)
+            labels = _open_npy(self.dst / f"{split}_labels.npy", np.int64, (n,), fresh)
+            self._files[split] = (images, labels)
+        return self._files[split]
 
-    def commit(self, split: str, done: int, kept: list, bad: list) -> None:
-        """Write one chunk's ``kept`` (image, label) pairs, then record it as done."""
+    def commit(self, split: str, done: int, kept: list, bad: list, odd: dict | None = None):
+        """Write one chunk's ``kept`` (image, label) pairs, then record it as done.
+
+        ``odd``: counts of the chunk's oddities (see :mod:`alexnet2012.data.decode`).
+        Rows go in with ``os.pwrite``, so a full disk is an ``OSError`` (ENOSPC), not the
+        SIGBUS a memory map would take; they are on disk before ``progress.json`` says so.
+        """
         s = self.state["splits"][split]
         k0, n = s["kept"], len(kept)
-        images, labels = self._open(split)
         if n:
             batch = np.stack([im for im, _ in kept])  # (n, size, size, 3) uint8
-            images[k0 : k0 + n] = batch
-            labels[k0 : k0 + n] = [label for _, label in kept]
-            images.flush()
-            labels.flush()
+            labels = np.array([label for _, label in kept], np.int64)
+            for (f, offset), rows in zip(self._open(split), (batch, labels), strict=True):
+                _pwrite(f, rows, offset + k0 * rows[0].nbytes)
         if n and split == "train":
             self.sum += batch.sum(0, dtype=np.int64)
             for i in range(0, n, 32):  # float64 sums of products of bytes stay exact here
                 x = batch[i : i + 32].reshape(-1, 3).astype(np.float64)
                 self.outer += np.rint(x.T @ x).astype(np.int64)
+        counts = dict(s.get("odd", {}))
+        for tag, c in (odd or {}).items():
+            counts[tag] = counts.get(tag, 0) + c
         s["done"], s["kept"], s["bad"] = done, k0 + n, s["bad"] + bad
+        s["odd"] = dict(sorted(counts.items()))
         old = self.state["stats"]
         if n and split == "train":
             self.state["seq"] += 1
@@ -131,12 +166,19 @@ class StoreWriter:
         if old and old != self.state["stats"]:
             (self.dst / old).unlink(missing_ok=True)
 
+    def close(self) -> None:
+        for files in self._files.values():
+            for f, _ in files:
+                f.close()
+        self._files.clear()
+
     def finish_split(self, split: str) -> None:
         """Cut the split's arrays to the images kept (bad files leave no rows)."""
         s = self.state["splits"][split]
         if s["finished"]:
             return
-        self._maps.pop(split, None)  # drop the memmaps before resizing their files
+        for f, _ in self._files.pop(split, ()):
+            f.close()
         if not self.items[split]:
             save_npy(
                 self.dst / f"{split}_images.npy", np.zeros((0, self.size, self.size, 3), np.uint8)
@@ -148,8 +190,13 @@ class StoreWriter:
         s["finished"] = True
         write_json(self.dst / PROGRESS, self.state)
 
-    def finish(self, classes: list[str], how: str, src: str) -> dict:
-        """Mean image, PCA and ``meta.json`` (written last: the store is then complete)."""
+    def finish(
+        self, classes: list[str], how: str, src: str, names: list | None = None, layout: str = ""
+    ) -> dict:
+        """Mean image, PCA and ``meta.json`` (written last: the store is then complete).
+
+        ``names``: a human-readable name per class (``meta.mat`` words for ImageNet).
+        """
         kept = self.state["splits"]["train"]["kept"]
         if kept == 0:
             raise DataError(f"{src}: none of the training files could be read; see the log")
@@ -164,6 +211,7 @@ class StoreWriter:
                 "count": s["kept"],
                 "files": len(self.items[split]),
                 "bad": s["bad"],
+                "oddities": s.get("odd", {}),
                 "class_counts": np.bincount(labels, minlength=len(classes)).tolist(),
             }
         meta = {
@@ -172,7 +220,9 @@ class StoreWriter:
             "size": self.size,
             "source": src,
             "split": how,
+            "layout": layout,
             "classes": classes,
+            "class_names": list(names or classes),
             "splits": splits,
             "rgb_mean": (self.sum.sum((0, 1)) / pixels).tolist(),
             "pca": {"stdevs": stdevs, "eigvecs": vecs},

@@ -17,10 +17,10 @@ import logging
 import math
 from pathlib import Path
 
-from . import plots
-from .paper import paper_section
-from .runs import Group, Run, RunError, group_runs, load_runs
-from .stats import NOISE_RULE, pm, verdict
+from alexnet2012.report import plots
+from alexnet2012.report.paper import paper_section
+from alexnet2012.report.runs import Group, Run, RunError, group_runs, load_runs
+from alexnet2012.report.stats import NOISE_RULE, pm, verdict
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .. import checkpoint
-from .stats import mean_std
+from alexnet2012.report.stats import mean_std
+from alexnet2012.training import checkpoint
 
 CONV1_KEYS = ("conv1.weight", "features.0.weight", "0.weight")  # ours, [TV], streamlined
 

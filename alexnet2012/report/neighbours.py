@@ -25,12 +25,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import nn
 
-from .. import checkpoint
-from ..build import build_model, input_size
-from ..config import from_dict, load_config
-from ..data.loader import build_data
-from ..model import AlexNet2012
-from ..parallel import Execution
+from alexnet2012.config import from_dict, load_config
+from alexnet2012.data.loader import build_data
+from alexnet2012.nets.build import build_model, input_size
+from alexnet2012.nets.model import AlexNet2012
+from alexnet2012.parallel.execution import Execution
+from alexnet2012.training import checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..model import FULL_WIDTHS, PAPER_CROSS
-from .runs import Group, config_diff
-from .stats import NOISE_RULE, verdict
+from alexnet2012.nets.model import FULL_WIDTHS, PAPER_CROSS
+from alexnet2012.report.runs import Group, config_diff
+from alexnet2012.report.stats import NOISE_RULE, verdict
 
 PAPER_SCALE = (
     "ILSVRC, 1000 classes, 224x224x3 input, widths " + "/".join(map(str, FULL_WIDTHS))

@@ -11,7 +11,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .runs import Run
+from alexnet2012.report.runs import Run
 
 MIB = 2**20
 

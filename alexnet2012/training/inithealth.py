@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .build import build_model, input_size
-from .config import Config, pixel_scale
-from .data.loader import build_data
-from .layers import set_dropout_step
-from .model import AlexNet2012
-from .optim import build_optimizer
+from alexnet2012.config import Config, pixel_scale
+from alexnet2012.data.loader import build_data
+from alexnet2012.nets.build import build_model, input_size
+from alexnet2012.nets.layers import set_dropout_step
+from alexnet2012.nets.model import AlexNet2012
+from alexnet2012.training.optim import build_optimizer
 
 
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module]]:

@@ -1,9 +1,9 @@
 """Run a network: in one process as is, or one AlexNet2012 tower per rank.
 
-The parallel plan is data: every canonical parameter has a placement (:func:`placement`), and
+The parallel plan is data (:mod:`.plan`): every canonical parameter has a placement, and
 every layer whose ``cross`` flag is set gathers both towers' activations before it runs. The
-network itself is the plain :class:`~alexnet2012.model.AlexNet2012`; :class:`Execution` only
-slices its parameters and inserts the exchanges of :mod:`alexnet2012.comm` (ref §1, [P] §3.5).
+network itself is the plain :class:`~alexnet2012.nets.model.AlexNet2012`; :class:`Execution`
+only slices its parameters and inserts the exchanges of :mod:`.comm` (ref §1, [P] §3.5).
 """
 
 from __future__ import annotations
@@ -12,30 +12,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import comm
-from .layers import CrossLRN, TowerOp
-from .model import AlexNet2012
+from alexnet2012.config import Config
+from alexnet2012.nets.build import build_model
+from alexnet2012.nets.layers import TowerOp
+from alexnet2012.parallel import comm
+from alexnet2012.parallel.plan import PlanError, placement, refusal
+from alexnet2012.parallel.state import CanonicalState
+
+__all__ = ["Execution", "PlanError", "build_execution", "placement"]
 
 
-class PlanError(ValueError):
-    """The network cannot be split the way the configuration asks."""
-
-
-def placement(name: str, fc8: str) -> tuple:
-    """Where canonical parameter ``name`` lives across the two towers.
-
-    ``("dim", d)``: rank r holds chunk r along dim d (each tower's own output units; fc8 split
-    by input halves). ``("head",)``: the head rank holds it whole (fc8 as in [C12], ref §1).
-    """
-    layer, kind = name.split(".")
-    if layer != "fc8":
-        return ("dim", 0)  # a tower computes its own half of every layer's outputs
-    if fc8 == "rank0":
-        return ("head",)
-    return ("dim", 1) if kind == "weight" else ("head",)  # split: partial logits, one bias
-
-
-class Execution:
+class Execution(CanonicalState):
     """The model as this process runs it, with the loss, metrics and canonical state.
 
     In one process (``group.size == 1``) it runs the whole module; on two ranks each rank keeps
@@ -59,16 +46,9 @@ class Execution:
         if self.group.size > 1:
             self._shard(model)
 
-    # ----- the plan ---------------------------------------------------------------------------
     def _shard(self, model: nn.Module) -> None:
-        if not isinstance(model, AlexNet2012):
-            raise PlanError("only the two-tower alexnet2012 model can run on two ranks")
-        if model.towers != 2:
-            raise PlanError("the one-column 'half' net has a single tower: run it in one process")
-        if any(isinstance(m, CrossLRN) for m in model.modules()):
-            raise PlanError(
-                "this preset's LRN runs across the tower boundary (Caffe's): run it in one process"
-            )
+        if (why := refusal(model)) is not None:
+            raise PlanError(why)
         if self.group.size != 2:
             raise PlanError(f"a tower pair needs exactly 2 ranks, got {self.group.size}")
         r = self.group.rank
@@ -84,12 +64,6 @@ class Execution:
                         m.towers, m.tower = 1, r
         if r != 0 and self.fc8 == "rank0":
             model.fc8 = None  # [C12]: fc8 and the softmax live on GPU0 only
-
-    def _slice(self, name: str, full: torch.Tensor) -> torch.Tensor | None:
-        where = placement(name, self.fc8)
-        if where[0] == "head":
-            return full if self.group.rank == 0 else None
-        return full.chunk(self.group.size, dim=where[1])[self.group.rank]
 
     @property
     def holds_logits(self) -> bool:
@@ -160,72 +134,6 @@ class Execution:
     def named_parameters(self):
         return self.model.named_parameters()
 
-    # ----- canonical state --------------------------------------------------------------------
-    def gather(self, name: str, local: torch.Tensor | None) -> torch.Tensor:
-        """The full canonical tensor for parameter ``name`` from each rank's piece."""
-        if self.group.size == 1:
-            return local
-        where = placement(name, self.fc8)
-        if where[0] == "dim":
-            return comm.all_gather_cat(local.contiguous(), self.group, where[1])
-        shape = self.full_shapes[name]
-        buf = local.detach().clone() if local is not None else torch.empty(shape)
-        return comm.broadcast(buf.to(self._device()), self.group, src=0)
-
-    def canonical_state(self) -> dict[str, torch.Tensor]:
-        """The whole network's state dict in the canonical (one-process) layout, on every rank."""
-        local = dict(self.model.state_dict()) if self.group.size == 1 else self._local_params()
-        return {k: self.gather(k, local.get(k)).detach().cpu() for k in self.full_shapes}
-
-    def load_canonical(self, state: dict[str, torch.Tensor]) -> None:
-        """Load a canonical state dict (from either kind of run) into this process's slices."""
-        missing = sorted(set(self.full_shapes) - set(state))
-        wrong = [
-            k
-            for k in self.full_shapes
-            if k in state and tuple(state[k].shape) != self.full_shapes[k]
-        ]
-        if missing or wrong:
-            raise PlanError(
-                f"checkpoint does not fit this network: missing {missing[:3]}, "
-                f"shape mismatch {wrong[:3]}; was it trained with another model config?"
-            )
-        params = self._local_params()
-        with torch.no_grad():
-            for name, p in params.items():
-                piece = self._slice(name, state[name])
-                p.copy_(piece)
-
-    def canonical_by_name(self, by_name: dict[str, dict]) -> dict[str, dict]:
-        """Gather per-parameter optimizer state (same shapes as the parameters) to canonical."""
-        out = {}
-        for name in self.full_shapes:
-            entry = by_name.get(name, {})
-            has = torch.tensor([float("momentum_buffer" in entry)], device=self._device())
-            has = comm.all_reduce_sum(has, self.group) if self.group.size > 1 else has
-            if has.item() == 0:
-                continue
-            local = entry.get("momentum_buffer")
-            out[name] = {"momentum_buffer": self.gather(name, local).detach().cpu()}
-        return out
-
-    def local_by_name(self, canonical: dict[str, dict]) -> dict[str, dict]:
-        """This process's slice of canonical per-parameter optimizer state."""
-        params, out = self._local_params(), {}
-        for name in params:
-            if name in canonical:
-                out[name] = {k: self._slice(name, v) for k, v in canonical[name].items()}
-        return out
-
-    def _local_params(self) -> dict[str, torch.Tensor]:
-        return dict(self.model.named_parameters())
-
-    def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def param_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
-
 
 class _Tower(nn.Module):
     """An execution as a module, so DistributedDataParallel can wrap one tower's parameters."""
@@ -237,3 +145,20 @@ class _Tower(nn.Module):
 
     def forward(self, x):
         return self._forward(x)
+
+
+def build_execution(cfg: Config, env, num_classes: int, in_channels: int):
+    """``(ex, forward)``: the configured network as this rank runs it in training and in bench.
+
+    The whole net is built from one seed and this rank keeps its tower's slices
+    (``parallel.fc8``, ``parallel.overlap``), on ``env.device`` in the configured memory layout,
+    its gradients averaged over the tower's data-parallel replicas; ``forward`` is compiled when
+    ``train.compile`` is set.
+    """
+    model = build_model(cfg, num_classes, in_channels)
+    ex = Execution(model, env.group, cfg.parallel.fc8, cfg.parallel.overlap, env.data)
+    model.to(env.device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ex.replicate()
+    return ex, torch.compile(ex.forward) if cfg.train.compile else ex.forward

@@ -24,12 +24,14 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from . import comm, config, distributed
-from .build import build_execution, input_size
-from .config import Config
-from .layers import set_dropout_step
-from .optim import build_optimizer
-from .runinfo import peak_memory
+from alexnet2012 import config
+from alexnet2012.config import Config
+from alexnet2012.nets.build import input_size
+from alexnet2012.parallel import comm, torchrun
+from alexnet2012.parallel.execution import build_execution
+from alexnet2012.training.optim import build_optimizer
+from alexnet2012.training.state import peak_memory
+from alexnet2012.training.step import TrainStep
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def data_shape(cfg: Config) -> tuple[int, int, int]:
     else:
         classes, channels, n = 1000, 3, ILSVRC2012_TRAIN
         if d.root:  # the store says how many classes it holds
-            from .data.store import Store
+            from alexnet2012.data.store import Store
 
             store = Store(d.root)
             classes, n = len(store.classes), store.count("train")
@@ -96,34 +98,24 @@ def fixed_batches(cfg: Config, job: Job, device: torch.device, count: int = 2) -
     out = []
     for _ in range(count):
         x = torch.randn(n, job.channels, size, size, generator=g).to(device)
-        if cfg.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         out.append((x, torch.randint(0, job.classes, (n,), generator=g).to(device)))
     return out
 
 
-def measure(job: Job, env: distributed.Env) -> dict:
+def measure(job: Job, env: torchrun.Env) -> dict:
     """Time ``job`` on this process's share of the network; this rank's raw figures."""
     cfg, dev = config.from_dict(job.cfg), env.device
     at_start = peak_memory(dev)  # CPU: the interpreter and torch alone, before the network
     torch.manual_seed(cfg.seed)
     ex, forward = build_execution(cfg, env, job.classes, job.channels)  # as training runs it
-    model = ex.model
     opt = build_optimizer(ex.named_parameters(), cfg.train)
     batches = fixed_batches(cfg, job, dev)
-    amp = cfg.train.amp and dev.type == "cuda"  # bf16 autocast, as in training
+    train_step = TrainStep(cfg, ex, forward, opt, env.rank)  # the step training runs
 
     def step(i: int) -> None:
-        x, y = batches[i % len(batches)]
-        set_dropout_step(model, i, cfg.seed)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            out = forward(x)
-            loss = ex.loss(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(*batches[i % len(batches)], i)
 
-    model.train()
+    ex.model.train()
     for i in range(job.warmup):
         step(i)
     _sync(dev)
@@ -162,7 +154,7 @@ def _process_main(rank: int, job: Job, work: str, port: int) -> None:
     else:
         torch.set_num_threads(os.cpu_count() or 1)  # one process: every core
     cfg = config.from_dict(job.cfg)
-    with distributed.session(cfg.parallel.timeout_s, "cuda" if job.cuda else "cpu") as env:
+    with torchrun.session(cfg.parallel.timeout_s, "cuda" if job.cuda else "cpu") as env:
         result = measure(job, env)  # gloo ranks get cpu_count // 2 threads each in setup
         (Path(work) / f"rank{rank}.json").write_text(json.dumps(result))
         comm.barrier(env.group)  # nobody closes while a peer still reads
@@ -179,7 +171,7 @@ def run_job(job: Job) -> list[dict]:
     log.info("bench %s: %d warm-up + %d timed steps", job.name, job.warmup, job.steps)
     # a fork server imports torch once and forks every process from that clean state: each
     # starts with the same resident set as a freshly spawned one, seconds sooner
-    mp.set_forkserver_preload(["alexnet2012.benchlib", "torch._dynamo"])
+    mp.set_forkserver_preload(["alexnet2012.bench.measure", "torch._dynamo"])
     with tempfile.TemporaryDirectory(prefix="alexnet2012-bench-") as work:
         try:
             mp.start_processes(
@@ -198,7 +190,7 @@ def run_job(job: Job) -> list[dict]:
 
 def pipeline_rate(cfg: Config, device: torch.device, batches: int) -> dict:
     """Images per second ``cfg.data`` delivers as training batches on ``device`` (after one)."""
-    from .data.loader import build_data
+    from alexnet2012.data.loader import build_data
 
     t0 = time.perf_counter()
     data = build_data(cfg, input_size(cfg), device)

@@ -31,12 +31,14 @@ from pathlib import Path
 
 import torch
 
-from . import benchlib, benchrows, config
-from .benchlib import EXECUTIONS, Job
-from .build import build_model
-from .config import Config, load_config
-from .data.errors import DataError
-from .model import PRESETS
+from alexnet2012 import config
+from alexnet2012.bench import measure as benchlib
+from alexnet2012.bench import rows as benchrows
+from alexnet2012.bench.measure import EXECUTIONS, Job
+from alexnet2012.config import Config, load_config
+from alexnet2012.data.errors import DataError
+from alexnet2012.nets.build import build_model
+from alexnet2012.nets.model import PRESETS
 
 PEAK_TFLOPS = {"bf16": 790.0, "fp32": 67.0}  # one H100 here (docs/parallel.md anchors)
 TARGET_RATIO = 5.0  # the pipeline should outrun the training step this many times

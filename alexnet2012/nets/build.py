@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from . import baselines
-from .config import Config
-from .model import PRESETS, AlexNet2012
-from .parallel import Execution
+from alexnet2012.config import Config
+from alexnet2012.nets import baselines
+from alexnet2012.nets.model import PRESETS, AlexNet2012
 
 
 def input_size(cfg: Config) -> int:
@@ -44,20 +42,3 @@ def build_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
     return baselines.seeded(
         baselines.torchvision_alexnet, cfg.seed, num_classes, in_channels, widths
     )
-
-
-def build_execution(cfg: Config, env, num_classes: int, in_channels: int):
-    """``(ex, forward)``: the configured network as this rank runs it in training and in bench.
-
-    The whole net is built from one seed and this rank keeps its tower's slices
-    (``parallel.fc8``, ``parallel.overlap``), on ``env.device`` in the configured memory layout,
-    its gradients averaged over the tower's data-parallel replicas; ``forward`` is compiled when
-    ``train.compile`` is set.
-    """
-    model = build_model(cfg, num_classes, in_channels)
-    ex = Execution(model, env.group, cfg.parallel.fc8, cfg.parallel.overlap, env.data)
-    model.to(env.device)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    ex.replicate()
-    return ex, torch.compile(ex.forward) if cfg.train.compile else ex.forward

@@ -23,7 +23,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from . import comm
+from alexnet2012.parallel import comm
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ into ``AlexNet2012(preset="caffe")`` (ref §5: 227 input, LRN across both towers
 ``.caffemodel`` (current, V1 or V0 layer format) is read with the ``protobuf`` package, no pycaffe.
 
 ``--from torchvision``: torchvision's state dict (``features.0.weight`` ...), checked against
-:func:`alexnet2012.baselines.torchvision_alexnet` (ref §5 [TV]).
+:func:`alexnet2012.nets.baselines.torchvision_alexnet` (ref §5 [TV]).
 
 DST ending in ``.pt``/``.pth``: a plain state dict. Any other DST: a run folder (``config.yaml``
 and ``checkpoints/ckpt-00000000.pt``) that ``kernels``, ``neighbours`` and ``--evaluate``
@@ -39,14 +39,14 @@ import numpy as np
 import torch
 import yaml
 
-from . import checkpoint, train
-from .baselines import TV_WIDTHS, torchvision_alexnet
-from .build import build_model, input_size
-from .config import LAYERS, load_config, to_dict
-from .data.loader import build_data
-from .model import FULL_WIDTHS, AlexNet2012
-from .parallel import Execution
-from .report.runs import flatten
+from alexnet2012.config import LAYERS, load_config, to_dict
+from alexnet2012.data.loader import build_data
+from alexnet2012.nets.baselines import TV_WIDTHS, torchvision_alexnet
+from alexnet2012.nets.build import build_model, input_size
+from alexnet2012.nets.model import FULL_WIDTHS, AlexNet2012
+from alexnet2012.parallel.execution import Execution
+from alexnet2012.report.runs import flatten
+from alexnet2012.training import checkpoint, loop
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ def evaluate(run_dir: str | Path, overrides=(), ten_view=True, device: str = "au
     ex.model.to(device)
     out = {}
     for views in (False, True) if ten_view else (False,):
-        res = train.evaluate(ex, data, cfg, ten_view=views)
+        res = loop.evaluate(ex, data, cfg, ten_view=views)
         out.update({("test10/" if views else "test/") + k.split("/")[1]: v for k, v in res.items()})
     return out
 

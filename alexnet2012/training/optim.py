@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from .config import TrainConfig
+from alexnet2012.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

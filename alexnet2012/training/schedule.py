@@ -3,7 +3,7 @@
 Each has ``begin_epoch(epoch)`` (called before an epoch's first step, also after a resume),
 ``step(val_err)`` (after an epoch's validation; True when it dropped the lr), ``apply()`` and a
 ``state_dict``. A group's lr is ``base_lr * lr_mult * factor``; ``lr_mult`` comes from
-:func:`~alexnet2012.optim.param_groups`.
+:func:`~alexnet2012.training.optim.param_groups`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .config import TrainConfig
+from alexnet2012.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

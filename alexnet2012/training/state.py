@@ -1,16 +1,12 @@
-"""What a run keeps track of besides the model: counters, timing, memory, its folder."""
+"""What a run keeps track of besides the model: its step, metric windows, timing, memory."""
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import time
-from pathlib import Path
 
 import torch
-
-from . import comm
 
 
 def correct_counts(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,37 +98,3 @@ class RunState:
         self.step, self.best_val, self.last_val = s["step"], s["best_val"], s["last_val"]
         self.window = s["window"].clone()
         self.last_val_step = s.get("last_val_step", -1)
-
-
-def resolve_run_dir(cfg, env) -> Path:
-    """``run.dir``, or ``runs/<model>-<time>`` chosen on the main rank and shared."""
-    name = cfg.run.dir
-    if not name:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = comm.broadcast_object(f"runs/{cfg.model.name}-{stamp}", env.world, src=0)
-    path = Path(name)
-    if env.is_main:
-        path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-class _Quiet:
-    quiet = True
-
-    def update(self, n=1):
-        pass
-
-    def set_postfix(self, **kw):
-        pass
-
-    def close(self):
-        pass
-
-
-def progress(is_main: bool, total: int, done: int):
-    """A tqdm bar on the main rank when attached to a terminal; otherwise nothing."""
-    if not is_main or not sys.stderr.isatty() or os.environ.get("ALEXNET2012_NO_BAR"):
-        return _Quiet()
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=done, unit="step", dynamic_ncols=True)

@@ -6,7 +6,7 @@ payload to ``.tmp`` + fsync, sidecar written atomically, then the payload rename
 the folder fsynced; a crash leaves either the previous checkpoint set or the new one, plus at most
 stray ``.tmp`` files and a sidecar without its payload, which are ignored and removed by the next
 save. Payloads are unpickled in full (``weights_only=False``) only after their checksum has passed.
-``faults.in_save`` marks the points where the fault-injection tests kill a save.
+``hooks.current().in_save`` marks the points where the fault-injection tests kill a save.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import faults
+from alexnet2012.training import hooks
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +121,16 @@ def save(run_dir: str | Path, payload: dict, step: int, keep: int = 2) -> Path:
     try:
         with open(tmp, "wb") as f:
             torch.save({**payload, "format": FORMAT}, f)
-            faults.in_save(step, "payload")  # fault injection: the .tmp file half written
+            hooks.current().in_save(step, "payload")  # the .tmp file half written
             f.flush()
             os.fsync(f.fileno())
         line = f"{_sha256(tmp)}  {path.name}\n".encode()
         _write_atomic(_sidecar(path), lambda f: f.write(line))
-        faults.in_save(step, "sidecar")  # fault injection: checksum written, payload not renamed
+        hooks.current().in_save(step, "sidecar")  # checksum written, payload not renamed
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    faults.in_save(step, "rename")  # fault injection: renamed, old checkpoints still there
+    hooks.current().in_save(step, "rename")  # renamed, old checkpoints still there
     _fsync_dir(folder)
     log.info("saved checkpoint %s", path)
     for old in checkpoints(run_dir)[keep:]:

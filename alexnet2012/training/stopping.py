@@ -15,7 +15,7 @@ import threading
 
 import torch
 
-from . import comm
+from alexnet2012.parallel import comm
 
 _STOP = {"signal": 0}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .model import AlexNet2012, Block
+from alexnet2012.nets.model import AlexNet2012, Block
 
 
 def _macs(module: nn.Module, out: torch.Tensor) -> int:

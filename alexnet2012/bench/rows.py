@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import config
-from .benchlib import Job, config_for
-from .build import build_model, input_size
-from .config import Config
-from .parallel import placement
+from alexnet2012 import config
+from alexnet2012.bench.measure import Job, config_for
+from alexnet2012.config import Config
+from alexnet2012.nets.build import build_model, input_size
+from alexnet2012.parallel.execution import placement
 
 
 def forward_macs(cfg: Config, classes: int, channels: int) -> int:
     """Forward multiply-adds per image of the whole network (summary.layer_table, summed)."""
-    from .summary import layer_table
+    from alexnet2012.nets.summary import layer_table
 
     model = build_model(cfg, classes, channels)
     return sum(r["macs"] for r in layer_table(model, channels, input_size(cfg)))

@@ -12,9 +12,12 @@ import logging
 
 import torch
 
-from . import checkpoint, comm, config, distributed
-from .optim import load_optimizer_state_by_name, optimizer_state_by_name
-from .runinfo import RunState
+from alexnet2012 import config
+from alexnet2012.parallel import comm, torchrun
+from alexnet2012.training import checkpoint
+from alexnet2012.training.optim import load_optimizer_state_by_name, optimizer_state_by_name
+from alexnet2012.training.run import Run
+from alexnet2012.training.state import RunState
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +26,9 @@ class TrainingError(RuntimeError):
     """The run cannot go on (a non-finite loss); the last good checkpoint is kept."""
 
 
-def payload(cfg, ex, opt, sched, state) -> dict:
+def payload(run: Run) -> dict:
     """The whole run in the canonical layout: every rank takes part in the gathers."""
+    cfg, ex, opt, sched, state = run.cfg, run.ex, run.opt, run.sched, run.state
     return {
         "config": config.to_dict(cfg),
         "model": ex.canonical_state(),
@@ -38,22 +42,23 @@ def payload(cfg, ex, opt, sched, state) -> dict:
     }
 
 
-def save(run_dir, cfg, ex, opt, sched, state, env) -> None:
-    """Checkpoint ``state.step`` (rank 0 writes); TrainingError instead of non-finite weights."""
-    data = payload(cfg, ex, opt, sched, state)
+def save(run: Run) -> None:
+    """Checkpoint the run's step (rank 0 writes); TrainingError instead of non-finite weights."""
+    run_dir, state, data = run.dir, run.state, payload(run)
     bad = [k for k, v in data["model"].items() if not torch.isfinite(v).all()]
     if bad:  # every rank holds the whole state, so all ranks stop here together
         raise TrainingError(
             f"weights {bad[0]} became non-finite by step {state.step}; not saved, the last "
             f"good checkpoint in {run_dir} is kept. Lower train.lr, then --resume {run_dir}"
         )
-    if env.is_main:
+    if run.env.is_main:
         checkpoint.save(run_dir, data, state.step)
 
 
-def restore(run_dir, cfg, ex, opt, sched) -> RunState:
-    """Load the newest good checkpoint of ``run_dir`` into this rank; the run's state."""
-    data, path = checkpoint.load_for_resume(run_dir)
+def restore(run: Run) -> RunState:
+    """Load the newest good checkpoint of ``run.dir`` into this rank; the run's state."""
+    cfg, ex = run.cfg, run.ex
+    data, path = checkpoint.load_for_resume(run.dir)
     was, now = config.to_dict(config.from_dict(data["config"])), config.to_dict(cfg)
     # the architecture, and the update rule: PaperSGD's velocity holds lr x torch's (ref §2)
     keys = [("model", k) for k in now["model"]] + [("train", "update")]
@@ -66,8 +71,8 @@ def restore(run_dir, cfg, ex, opt, sched) -> RunState:
             "start a new run.dir"
         )
     ex.load_canonical(data["model"])
-    load_optimizer_state_by_name(opt, ex.local_by_name(data["optimizer"]))
-    sched.load_state_dict(data["schedule"])
+    load_optimizer_state_by_name(run.opt, ex.local_by_name(data["optimizer"]))
+    run.sched.load_state_dict(data["schedule"])
     state = RunState()
     state.load_state_dict(data["state"])
     torch.set_rng_state(data["rng"])
@@ -77,16 +82,18 @@ def restore(run_dir, cfg, ex, opt, sched) -> RunState:
     return state
 
 
-def begin(run_dir, cfg, env, ex, opt, sched, resume: bool) -> RunState:
-    """A fresh run (never over an old one) or the restored one, once every rank agrees.
+def begin(run: Run, resume: bool) -> RunState:
+    """Set ``run.state``: a fresh run (never over an old one) or the restored one, once every
+    rank agrees.
 
     Each rank reads run.dir for itself, so ranks on nodes that do not share it can see different
     checkpoints; they compare the step they would start from before anything else happens.
     """
-    problem, job = None, distributed.restartable_job()
+    run_dir, env = run.dir, run.env
+    problem, job = None, torchrun.restartable_job()
     try:
         if resume:
-            state = restore(run_dir, cfg, ex, opt, sched)
+            state = restore(run)
         else:
             checkpoint.refuse_to_overwrite(run_dir)  # a new run never buries an old one
             state = RunState()
@@ -106,6 +113,7 @@ def begin(run_dir, cfg, env, ex, opt, sched, resume: bool) -> RunState:
         )
     if not resume and env.is_main and job:
         checkpoint.mark_job(run_dir, job)  # its restarts, and only they, resume this folder
+    run.state = state
     return state
 
 

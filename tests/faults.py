@@ -18,10 +18,11 @@ that writes checkpoints, rank 0). ``attempt``: the torchrun restart
 half written), ``sidecar`` (payload and checksum written, not yet renamed into place) or
 ``rename`` (renamed, old checkpoints not yet removed).
 
-The trainer calls :func:`start`, :func:`loss` and :func:`after_step`, and
-:func:`checkpoint.save <alexnet2012.checkpoint.save>` calls :func:`in_save`. The variable is
-parsed once per distinct value (a malformed value is a ValueError, so the CLI exits with status
-2); when it is unset each hook costs one dictionary lookup.
+:class:`FaultHooks` acts on them at the trainer's hook points (:mod:`alexnet2012.training.hooks`):
+``install()`` puts it in place in this process, and ``python tests/faultrun.py train ...`` (also
+as torchrun's script) runs the CLI with it installed. The variable is parsed once per distinct
+value (a malformed value is a ValueError, so the CLI exits with status 2); when it is unset each
+hook costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .distributed import restart_count
+from alexnet2012.parallel.torchrun import restart_count
+from alexnet2012.training import hooks
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +110,14 @@ def _kill_later(seconds: float, why: str) -> None:
     timer.start()
 
 
-def start(rank: int) -> None:
+def _start(rank: int) -> None:
     """Arm the faults timed from the start of training (``kill@after_s=S``)."""
     for f in active():
         if f.kind == "kill" and f.step is None and f.after_s is not None and f.here(rank):
             _kill_later(f.after_s, f"{f.after_s} s into training")
 
 
-def loss(value, step: int, rank: int):
+def _loss(value, step: int, rank: int):
     """``value`` times NaN when a ``nan`` fault names ``step`` (the step being computed)."""
     for f in active():
         if f.kind == "nan" and f.step == step and f.here(rank):
@@ -124,7 +126,7 @@ def loss(value, step: int, rank: int):
     return value
 
 
-def after_step(step: int, rank: int) -> None:
+def _after_step(step: int, rank: int) -> None:
     """Kill, hang or signal this process once training step ``step`` is done."""
     _DONE[0] = step
     for f in active():
@@ -143,8 +145,29 @@ def after_step(step: int, rank: int) -> None:
                 time.sleep(1)
 
 
-def in_save(step: int, stage: str) -> None:
+def _in_save(step: int, stage: str) -> None:
     """Kill this process at ``stage`` of writing checkpoint ``step`` (see the module docs)."""
     for f in active():
         if f.kind == "kill_in_save" and f.step == step and f.at == stage and f.here(None):
             _kill(f"while saving checkpoint {step} ({stage})")
+
+
+class FaultHooks(hooks.Hooks):
+    """The trainer's hook points, acting on the faults ``ALEXNET2012_FAULT`` asks for."""
+
+    def start(self, rank):
+        _start(rank)
+
+    def loss(self, value, step, rank):
+        return _loss(value, step, rank)
+
+    def after_step(self, step, rank):
+        _after_step(step, rank)
+
+    def in_save(self, step, stage):
+        _in_save(step, stage)
+
+
+def install() -> hooks.Hooks:
+    """Put :class:`FaultHooks` in place in this process; the hooks they replace."""
+    return hooks.install(FaultHooks())
