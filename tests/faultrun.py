@@ -1,7 +1,7 @@
 """``alexnet2012`` with the fault-injection hooks of :mod:`faults` installed (tests only):
 
-    ALEXNET2012_FAULT=kill@step=7 python tests/faultrun.py train --config configs/debug.yaml
-    python -m torch.distributed.run --nproc_per_node=2 tests/faultrun.py train ...
+ALEXNET2012_FAULT=kill@step=7 python tests/faultrun.py train --config configs/debug.yaml
+python -m torch.distributed.run --nproc_per_node=2 tests/faultrun.py train ...
 """
 
 import sys

@@ -38,7 +38,7 @@ from alexnet2012.bench.measure import EXECUTIONS, Job
 from alexnet2012.config import Config, load_config
 from alexnet2012.data.errors import DataError
 from alexnet2012.nets.build import build_model
-from alexnet2012.nets.model import PRESETS
+from alexnet2012.parallel.plan import rank_param_bytes, refusal
 
 PEAK_TFLOPS = {"bf16": 790.0, "fp32": 67.0}  # one H100 here (docs/parallel.md anchors)
 TARGET_RATIO = 5.0  # the pipeline should outrun the training step this many times
@@ -83,18 +83,19 @@ def _machine(cuda: bool) -> dict:
             "cpu_count": os.cpu_count(), "torch": torch.__version__}  # fmt: skip
 
 
-def _splittable(cfg: Config) -> bool:
-    m = cfg.model  # what parallel.Execution refuses to shard
-    return not (m.half or (PRESETS[m.preset].lrn_cross and m.lrn))
+def _split_refusal(cfg: Config, classes: int, channels: int) -> str | None:
+    """The plan's reason the configured net cannot run on two ranks, or None (meta device)."""
+    with torch.device("meta"):
+        return refusal(build_model(benchlib.config_for(cfg, "two_ranks"), classes, channels))
 
 
-def _refusal(name: str, cfg: Config, cuda: bool) -> str | None:
-    """Why ``name`` cannot run here, or None."""
+def _refusal(name: str, cfg: Config, cuda: bool, split: str | None) -> str | None:
+    """Why ``name`` cannot run here, or None (``split``: :func:`_split_refusal`'s answer)."""
     if name == "two_ranks" and cuda and torch.cuda.device_count() < 2:
         return ("two_ranks skipped: one GPU, and NCCL refuses two ranks on one GPU (docs/"
                 "parallel.md); rerun with train.device=cpu for two gloo CPU ranks")  # fmt: skip
-    if name == "two_ranks" and not _splittable(cfg):
-        return "two_ranks skipped: the half net and the caffe preset run in one process only"
+    if name == "two_ranks" and split:
+        return f"two_ranks skipped: {split}"
     if name == "torchvision" and importlib.util.find_spec("torchvision") is None:
         return "torchvision skipped: the torchvision package is not installed"
     return None
@@ -108,7 +109,8 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
     classes, channels, epoch_images = benchlib.data_shape(cfg)
     fc8s = {"config": [cfg.parallel.fc8], "both": ["rank0", "split"]}.get(args.fc8, [args.fc8])
     peak = args.peak_tflops or (PEAK_TFLOPS["bf16" if cfg.train.amp else "fp32"] if cuda else 0)
-    refusals = {n: _refusal(n, cfg, cuda) for n in names}
+    split = _split_refusal(cfg, classes, channels)
+    refusals = {n: _refusal(n, cfg, cuda, split) for n in names}
     rows, notes = [], [r for r in refusals.values() if r]
     runnable = [n for n in names if not refusals[n]]
     for name in runnable:
@@ -128,9 +130,11 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
     if any(r["backend"] == "nccl" for r in rows):
         notes.append("exchange share on NCCL is launch time: its calls return once enqueued")
     plan, ran = {}, {r["fc8"] for r in rows if r["execution"] == "two_ranks"}
-    if "two_ranks" in names and _splittable(cfg):
+    if "two_ranks" in names and not split:
         for fc8 in sorted({"rank0", "split"} - ran):  # the placements not run: from the plan
-            plan[fc8] = benchrows.planned_rank_bytes(cfg, classes, channels, fc8)
+            with torch.device("meta"):
+                model = build_model(benchlib.config_for(cfg, "two_ranks", fc8), classes, channels)
+            plan[fc8] = rank_param_bytes(model, fc8)
     return {
         "command": "bench", **_machine(cuda), "config": config.to_dict(cfg),
         "steps": args.steps, "warmup": args.warmup, "results": rows,

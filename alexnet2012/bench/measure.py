@@ -25,7 +25,7 @@ import torch
 import torch.multiprocessing as mp
 
 from alexnet2012 import config
-from alexnet2012.config import Config
+from alexnet2012.config import ALEXNET2012_INITS, Config
 from alexnet2012.nets.build import input_size
 from alexnet2012.parallel import comm, torchrun
 from alexnet2012.parallel.execution import build_execution
@@ -79,7 +79,7 @@ def config_for(cfg: Config, execution: str, fc8: str | None = None) -> Config:
     """``cfg`` with the network ``execution`` runs: the two-tower net or a baseline."""
     name = "alexnet2012" if execution in ("two_ranks", "emulated") else execution
     init = cfg.model.init
-    if name == "alexnet2012" and init not in ("preset", "kaiming"):
+    if name == "alexnet2012" and init not in ALEXNET2012_INITS:
         init = "preset"  # the baselines' inits do not apply to the two-tower net
     model = dataclasses.replace(cfg.model, name=name, init=init)
     parallel = dataclasses.replace(cfg.parallel, fc8=fc8 or cfg.parallel.fc8)
@@ -190,7 +190,7 @@ def run_job(job: Job) -> list[dict]:
 
 def pipeline_rate(cfg: Config, device: torch.device, batches: int) -> dict:
     """Images per second ``cfg.data`` delivers as training batches on ``device`` (after one)."""
-    from alexnet2012.data.loader import build_data
+    from alexnet2012.data import build_data
 
     t0 = time.perf_counter()
     data = build_data(cfg, input_size(cfg), device)

@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from alexnet2012 import config
-from alexnet2012.bench.measure import Job, config_for
+from alexnet2012.bench.measure import Job
 from alexnet2012.config import Config
 from alexnet2012.nets.build import build_model, input_size
-from alexnet2012.parallel.execution import placement
 
 
 def forward_macs(cfg: Config, classes: int, channels: int) -> int:
@@ -62,20 +61,6 @@ def summarise(job: Job, ranks: list[dict], epoch_images: int, flops: dict | None
             peak = flops["peak_tflops"] * job.world_size  # two GPUs when two ranks hold one each
             row.update(peak_tflops=peak, peak_share=achieved / peak)
     return row
-
-
-def planned_rank_bytes(cfg: Config, classes: int, channels: int, fc8: str) -> list[int]:
-    """Each rank's parameter bytes under the :func:`placement` plan, from the full shapes."""
-    model = build_model(config_for(cfg, "two_ranks", fc8), classes, channels)
-    out = [0, 0]
-    for name, p in model.state_dict().items():
-        where = placement(name, fc8)
-        for r in (0, 1):
-            if where[0] == "dim":
-                out[r] += p.chunk(2, dim=where[1])[r].numel() * p.element_size()
-            elif r == 0:
-                out[r] += p.numel() * p.element_size()
-    return out
 
 
 def ratios(rows: list[dict], plan: dict[str, list[int]]) -> dict:

@@ -4,8 +4,9 @@ The trainer needs only :func:`build_data`; ``prepare_main`` builds an ImageFolde
 """
 
 from alexnet2012.data.errors import DataError
-from alexnet2012.data.loader import Data, build_data
+from alexnet2012.data.loader import Data
 from alexnet2012.data.prepare import prepare_main
+from alexnet2012.data.sources import build_data
 from alexnet2012.data.store import Store
 
 __all__ = ["Data", "DataError", "Store", "build_data", "prepare_main"]

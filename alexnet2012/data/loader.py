@@ -1,4 +1,4 @@
-"""The data interface the trainer uses: ``build_data(cfg, input_size, device) -> Data``.
+"""The data interface the trainer uses: :class:`Data` (built by :func:`.sources.build_data`).
 
 Everything random is counter-based, so a run is reproducible and identical on every rank of a
 tower pair: epoch ``e``'s order is a permutation drawn from a generator seeded by
@@ -14,15 +14,11 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from alexnet2012.data.errors import DataError
-
-if TYPE_CHECKING:
-    from alexnet2012.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -202,19 +198,3 @@ class Data(ABC):
     @abstractmethod
     def _views(self, x: torch.Tensor, ten_view: bool) -> torch.Tensor:
         """The centre view of fetched test images, or their 10 views (10, B, C, S, S)."""
-
-
-def build_data(cfg: Config, input_size: int, device: torch.device | str) -> Data:
-    """The data set ``cfg.data.name`` names, producing ``input_size`` images on ``device``."""
-    from alexnet2012.data.sources import FashionMNISTData, FolderData, SyntheticData
-
-    kinds = {
-        "fashion_mnist": FashionMNISTData,
-        "imagefolder": FolderData,
-        "synthetic": SyntheticData,
-    }
-    if cfg.data.name not in kinds:
-        raise DataError(f"data.name {cfg.data.name!r} is not one of {', '.join(kinds)}")
-    data = kinds[cfg.data.name](cfg, input_size, torch.device(device))
-    log.info("data: %r", data)
-    return data

@@ -25,9 +25,10 @@ import shutil
 import signal
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
-from alexnet2012.data.decode import load_image
+from alexnet2012.data.decode import jpeg_decoder, load_image
 from alexnet2012.data.errors import DataError
 from alexnet2012.data.layouts import detect
 from alexnet2012.data.store import FORMAT, META, SPLITS
@@ -77,8 +78,9 @@ def _summary(dst: Path, meta: dict, resumed: bool, already: bool) -> dict:
     }
 
 
-def _quiet_worker() -> None:
+def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops the pool
+    torch.set_num_threads(1)  # one image per process; the pool is the parallelism
 
 
 def prepare_main(
@@ -103,9 +105,13 @@ def prepare_main(
     if dst_p.exists() and not dst_p.is_dir():
         raise DataError(f"DST {dst_p} is a file; give a folder for the store")
     workers = default_workers() if workers is None else workers
+    jpeg_decoder()  # imported once, before the fork
     # forked before the listing exists, so the workers never hold (or copy) it
     ctx = multiprocessing.get_context("fork")
-    pool = ctx.Pool(workers, initializer=_quiet_worker) if workers > 1 else None
+    pool = ctx.Pool(workers, initializer=_worker_init) if workers > 1 else None
+    threads = torch.get_num_threads()
+    if pool is None:
+        torch.set_num_threads(1)  # decoding here, one image at a time
     try:
         return _prepare(src_p, dst_p, size, on_bad, chunk, pool, on_commit)
     except OSError as e:
@@ -116,6 +122,7 @@ def prepare_main(
             "it; free space, then rerun the same command: it continues where it stopped"
         ) from None
     finally:
+        torch.set_num_threads(threads)
         if pool is not None:
             pool.terminate()
             pool.join()

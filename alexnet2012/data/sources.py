@@ -1,4 +1,4 @@
-"""The three data sets behind :func:`~alexnet2012.data.loader.build_data`.
+"""The three data sets, and :func:`build_data`, which builds the one a config names.
 
 - ``fashion_mnist``: held in device memory as uint8; per batch resized (bilinear, as d2l), randomly
   cropped when ``data.resize`` exceeds the input size, flipped, standardised.
@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from alexnet2012.config import pixel_scale
+from alexnet2012.config import Config, pixel_scale
 from alexnet2012.data import fashion_mnist
 from alexnet2012.data.errors import DataError
 from alexnet2012.data.loader import STREAM_SYNTHETIC, Data, generator, splits
@@ -29,6 +30,8 @@ from alexnet2012.data.transforms import (
     random_crop_flip,
     ten_views,
 )
+
+log = logging.getLogger(__name__)
 
 
 class FashionMNISTData(Data):
@@ -247,3 +250,17 @@ class SyntheticData(Data):
 
     def _views(self, x, ten_view):
         return ten_views(x, self.input_size) if ten_view else x
+
+
+def build_data(cfg: Config, input_size: int, device: torch.device | str) -> Data:
+    """The data set ``cfg.data.name`` names, producing ``input_size`` images on ``device``."""
+    kinds = {
+        "fashion_mnist": FashionMNISTData,
+        "imagefolder": FolderData,
+        "synthetic": SyntheticData,
+    }
+    if cfg.data.name not in kinds:
+        raise DataError(f"data.name {cfg.data.name!r} is not one of {', '.join(kinds)}")
+    data = kinds[cfg.data.name](cfg, input_size, torch.device(device))
+    log.info("data: %r", data)
+    return data

@@ -62,12 +62,31 @@ def _open_npy(path: Path, dtype, shape: tuple, fresh: bool) -> tuple:
     return f, f.tell()
 
 
-def _pwrite(f, rows: np.ndarray, offset: int) -> None:
-    data = memoryview(np.ascontiguousarray(rows)).cast("B")
-    while data:
-        n = os.pwrite(f.fileno(), data, offset)
-        data, offset = data[n:], offset + n
+def _pwrite(f, arrays: list, offset: int) -> None:
+    """Write ``arrays`` back to back at ``offset`` (no copy), then flush them to the disk."""
+    views = [memoryview(np.ascontiguousarray(a)).cast("B") for a in arrays]
+    while views:
+        n = os.pwritev(f.fileno(), views[:512], offset)  # IOV_MAX is 1024 on Linux
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views.pop(0))
+        if n:
+            views[0] = views[0][n:]
     os.fdatasync(f.fileno())
+
+
+def second_moments(image: np.ndarray) -> np.ndarray:
+    """Sum over pixels of x x^T, x the RGB bytes: (3, 3) int64, exact.
+
+    float32 products of bytes (<= 65025) summed over blocks of 256 pixels stay below 2^24,
+    so every block's sum is exact in any order; the blocks are added in int64.
+    """
+    x = image.reshape(-1, 3)
+    pad = -len(x) % 256
+    if pad:
+        x = np.concatenate([x, np.zeros((pad, 3), np.uint8)])
+    x = x.astype(np.float32).reshape(-1, 256, 3)  # (blocks, 256, 3)
+    return np.matmul(x.transpose(0, 2, 1), x).astype(np.int64).sum(0)
 
 
 def pca(pixel_sum: np.ndarray, outer: np.ndarray, pixels: int) -> tuple[list, list]:
@@ -131,25 +150,31 @@ class StoreWriter:
             self._files[split] = (images, labels)
         return self._files[split]
 
-    def commit(self, split: str, done: int, kept: list, bad: list, odd: dict | None = None):
+    def commit(
+        self, split: str, done: int, kept: list, bad: list, odd=None, moments=None
+    ) -> None:
         """Write one chunk's ``kept`` (image, label) pairs, then record it as done.
 
-        ``odd``: counts of the chunk's oddities (see :mod:`alexnet2012.data.decode`).
-        Rows go in with ``os.pwrite``, so a full disk is an ``OSError`` (ENOSPC), not the
+        ``odd``: counts of the chunk's oddities (see :mod:`alexnet2012.data.decode`);
+        ``moments``: each kept image's :func:`second_moments`, if the workers computed them.
+        Rows go in with ``os.pwritev``, so a full disk is an ``OSError`` (ENOSPC), not the
         SIGBUS a memory map would take; they are on disk before ``progress.json`` says so.
         """
         s = self.state["splits"][split]
         k0, n = s["kept"], len(kept)
+        images = [im for im, _ in kept]  # each (size, size, 3) uint8
         if n:
-            batch = np.stack([im for im, _ in kept])  # (n, size, size, 3) uint8
             labels = np.array([label for _, label in kept], np.int64)
-            for (f, offset), rows in zip(self._open(split), (batch, labels), strict=True):
-                _pwrite(f, rows, offset + k0 * rows[0].nbytes)
+            (fi, oi), (fl, ol) = self._open(split)
+            _pwrite(fi, images, oi + k0 * images[0].nbytes)
+            _pwrite(fl, [labels], ol + k0 * labels.itemsize)
         if n and split == "train":
-            self.sum += batch.sum(0, dtype=np.int64)
-            for i in range(0, n, 32):  # float64 sums of products of bytes stay exact here
-                x = batch[i : i + 32].reshape(-1, 3).astype(np.float64)
-                self.outer += np.rint(x.T @ x).astype(np.int64)
+            acc = np.zeros(images[0].shape, np.uint32)  # exact below 2^24 images a chunk
+            for im in images:
+                np.add(acc, im, out=acc)
+            self.sum += acc
+            for m in moments if moments is not None else map(second_moments, images):
+                self.outer += m
         counts = dict(s.get("odd", {}))
         for tag, c in (odd or {}).items():
             counts[tag] = counts.get(tag, 0) + c

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from alexnet2012.config import Config
+from alexnet2012.config import Config, init_for
 from alexnet2012.nets import baselines
 from alexnet2012.nets.model import PRESETS, AlexNet2012
 
@@ -35,7 +35,7 @@ def build_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
             seed=cfg.seed,
         )
     if m.name == "streamlined":
-        init = "default" if m.init == "preset" else m.init
+        init = init_for(m.name, m.init)
         return baselines.seeded(
             baselines.streamlined, cfg.seed, num_classes, in_channels, widths, size, init
         )

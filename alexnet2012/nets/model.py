@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet2012.config import LAYERS
+from alexnet2012.config import ALEXNET2012_INITS, LAYERS
 from alexnet2012.nets.layers import CrossLRN, Overhang, SpatialNorm, TowerDropout, TowerLRN
 
 FULL_WIDTHS = (96, 256, 384, 384, 256, 4096, 4096)  # conv1..conv5, fc6, fc7 (ref §1)
@@ -166,7 +166,7 @@ class AlexNet2012(nn.Module):
         self.input_size = input_size or p.input_size
         self.cross = tuple(cross)
         self.overlap_pool = overlap_pool
-        if init not in ("preset", "kaiming"):
+        if init not in ALEXNET2012_INITS:
             raise ValueError(f"init {init!r}: choose preset or kaiming")
         self.init = init
 

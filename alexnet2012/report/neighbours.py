@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from alexnet2012.config import from_dict, load_config
-from alexnet2012.data.loader import build_data
+from alexnet2012.data import build_data
 from alexnet2012.nets.build import build_model, input_size
 from alexnet2012.nets.model import AlexNet2012
 from alexnet2012.parallel.execution import Execution

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from alexnet2012.config import flatten
+
 log = logging.getLogger(__name__)
 
 # config keys that do not change what a run computes: they never split a group of seeds
@@ -44,17 +46,6 @@ class Run:
         """(steps, values) of metric ``key`` in step order, from the rows that carry it."""
         rows = sorted((r["step"], r[key]) for r in self.metrics if key in r and "step" in r)
         return [s for s, _ in rows], [v for _, v in rows]
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """``{"model": {"lrn": True}}`` -> ``{"model.lrn": True}`` (lists become tuples)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
-    return out
 
 
 def config_key(config: dict) -> tuple:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from pathlib import Path
 
 import torch
 
+from alexnet2012.files import fsync_dir, write_atomic
 from alexnet2012.training import hooks
 
 log = logging.getLogger(__name__)
@@ -37,27 +37,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, write) -> None:
-    """``write(file)`` into ``path.tmp``, flush, fsync, then rename onto ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _sidecar(path: Path) -> Path:
@@ -117,21 +96,18 @@ def save(run_dir: str | Path, payload: dict, step: int, keep: int = 2) -> Path:
     folder = Path(run_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"ckpt-{step:08d}.pt"
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({**payload, "format": FORMAT}, f)
-            hooks.current().in_save(step, "payload")  # the .tmp file half written
-            f.flush()
-            os.fsync(f.fileno())
-        line = f"{_sha256(tmp)}  {path.name}\n".encode()
-        _write_atomic(_sidecar(path), lambda f: f.write(line))
+
+    def write(f):
+        torch.save({**payload, "format": FORMAT}, f)
+        hooks.current().in_save(step, "payload")  # the .tmp file half written
+
+    def checksum(tmp: Path):
+        write_atomic(_sidecar(path), f"{_sha256(tmp)}  {path.name}\n")
         hooks.current().in_save(step, "sidecar")  # checksum written, payload not renamed
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(path, write, before_rename=checksum)
     hooks.current().in_save(step, "rename")  # renamed, old checkpoints still there
-    _fsync_dir(folder)
+    fsync_dir(folder)
     log.info("saved checkpoint %s", path)
     for old in checkpoints(run_dir)[keep:]:
         old.unlink(missing_ok=True)

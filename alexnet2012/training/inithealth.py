@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet2012.config import Config, pixel_scale
-from alexnet2012.data.loader import build_data
+from alexnet2012.data import build_data
 from alexnet2012.nets.build import build_model, input_size
 from alexnet2012.nets.layers import set_dropout_step
 from alexnet2012.nets.model import AlexNet2012

@@ -19,7 +19,7 @@ import torch
 
 from alexnet2012 import config
 from alexnet2012.config import Config
-from alexnet2012.data.loader import build_data
+from alexnet2012.data import build_data
 from alexnet2012.nets.build import input_size
 from alexnet2012.parallel import comm, torchrun
 from alexnet2012.parallel.execution import build_execution

@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 
 import yaml
 
+from alexnet2012.files import write_atomic
+
 log = logging.getLogger(__name__)
 
 METRICS, SUMMARY, CONFIG, WANDB_ID = "metrics.jsonl", "summary.json", "config.yaml", "wandb_id.txt"
@@ -47,12 +49,6 @@ def resolve_mode(mode: str) -> str:
     if env in _ENV_MODES:
         return _ENV_MODES[env]
     return "online" if _api_key_configured() else "offline"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _number(v):
@@ -90,7 +86,7 @@ class RunLogger:
                 continue  # a line cut short by a crash
             if step <= resume_step:
                 kept.append(line + "\n")
-        _write_atomic(path, "".join(kept))
+        write_atomic(path, "".join(kept))
 
     def _start_wandb(self, wandb_cfg, cfg_dict, run_name) -> None:
         mode = resolve_mode(wandb_cfg.mode)
@@ -145,7 +141,7 @@ class RunLogger:
     def summary(self, d: dict) -> None:
         """Merge ``d`` into ``summary.json`` (written atomically) and the W&B run summary."""
         self._summary.update(d)
-        _write_atomic(self.run_dir / SUMMARY, json.dumps(self._summary, indent=2) + "\n")
+        write_atomic(self.run_dir / SUMMARY, json.dumps(self._summary, indent=2) + "\n")
         if self._wandb is not None:
             try:
                 self._wandb.summary.update(d)
@@ -154,7 +150,7 @@ class RunLogger:
 
     def save_config(self, cfg_dict: dict) -> None:
         """Write the resolved configuration to ``config.yaml``."""
-        _write_atomic(self.run_dir / CONFIG, yaml.safe_dump(cfg_dict, sort_keys=False))
+        write_atomic(self.run_dir / CONFIG, yaml.safe_dump(cfg_dict, sort_keys=False))
 
     def close(self, exit_code: int = 0) -> None:
         """Close ``metrics.jsonl`` and finish the W&B run with ``exit_code``."""

@@ -17,7 +17,7 @@ from alexnet2012 import cli
 from alexnet2012.config import load_config
 from alexnet2012.nets.build import build_model
 
-DEBUG = str(Path(__file__).resolve().parents[1] / "configs" / "debug.yaml")
+DEBUG = str(Path(__file__).resolve().parents[2] / "configs" / "debug.yaml")
 TINY = ["--config", DEBUG, "data.name=synthetic", "train.batch_size=8", "--warmup", "2"]
 NAMES = {"two_ranks/rank0", "two_ranks/split", "emulated", "streamlined", "torchvision"}
 POSITIVE = ("images_per_s", "epoch_s", "step_s_median", "step_s_mean", "step_s_p10",
@@ -137,7 +137,7 @@ def test_gpu_check_runs_without_cuda_or_optional_packages(tmp_path):
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     stubs = tmp_path / "stubs"
     for name in ("wandb", "pytest", "torchvision"):
         (stubs / name).mkdir(parents=True)

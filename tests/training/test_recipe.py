@@ -6,12 +6,11 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from test_data import make_fashion
+from fakedata import make_fashion
 
 from alexnet2012.cli import main as cli_main
 from alexnet2012.config import load_config, pixel_scale
-from alexnet2012.data import fashion_mnist
-from alexnet2012.data.loader import build_data
+from alexnet2012.data import build_data, fashion_mnist
 from alexnet2012.nets.model import AlexNet2012
 from alexnet2012.training import evaluate as evaluation
 from alexnet2012.training import loop

@@ -82,7 +82,7 @@ def test_two_replicas_equal_one_pair_at_twice_the_batch(tmp_path, pair):
 
 
 def test_multinode_launcher_two_nodes_of_two(tmp_path, pair):
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     bindir = str(Path(sys.executable).parent)
     if not shutil.which("torchrun", path=bindir):
         pytest.skip(f"no torchrun beside {sys.executable}")

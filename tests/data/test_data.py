@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fakedata import make_fashion
 from imagetree import make_tree
 
 from alexnet2012.config import Config
@@ -20,17 +21,6 @@ SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 
 
 # ---------------------------------------------------------------- IDX and Fashion-MNIST
-
-
-def make_fashion(folder: Path, n_train=120, n_test=40, gz=True) -> Path:
-    """Four small, valid Fashion-MNIST-shaped IDX files in ``folder``."""
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    ext = ".gz" if gz else ""
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(folder / f"{split}-images-idx3-ubyte{ext}", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(folder / f"{split}-labels-idx1-ubyte{ext}", np.arange(n) % 10)
-    return folder
 
 
 @pytest.mark.parametrize("gz", [True, False])

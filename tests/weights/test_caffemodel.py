@@ -21,19 +21,14 @@ import torch.nn.functional as F
 pytest.importorskip("google.protobuf", reason="reading a .caffemodel needs protobuf")
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format  # noqa: E402
 
-from alexnet2012 import checkpoint  # noqa: E402
 from alexnet2012.config import load_config  # noqa: E402
 from alexnet2012.nets.build import build_model  # noqa: E402
 from alexnet2012.nets.model import AlexNet2012  # noqa: E402
-from alexnet2012.weights.convert import (  # noqa: E402
-    ConvertError,
-    caffe_net_parameter,
-    from_caffe,
-    read_weights,
-    write_run,
-)
+from alexnet2012.training import checkpoint  # noqa: E402
+from alexnet2012.weights.caffe import ConvertError, caffe_net_parameter  # noqa: E402
+from alexnet2012.weights.convert import from_caffe, read_weights, write_run  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WIDTHS, CLASSES = (8, 16, 16, 16, 8, 32, 32), 5
 
 # caffe.proto, as a FileDescriptorProto in text form; field numbers as there

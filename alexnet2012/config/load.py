@@ -1,0 +1,162 @@
+"""Reading a configuration: defaults, then YAML files (and the files they ``extends``),
+then ``key=value`` overrides; every key and value checked against the schema."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from alexnet2012.config.check import validate
+from alexnet2012.config.schema import Config, ConfigError, DataConfig
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value, hint):
+    """Check ``value`` against the field type ``hint``; return it (ints widen to float)."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            value = [value] if value != "" else []
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: unsupported type {hint}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e4 (no decimal point) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{key}: expected {name}, got {value!r}")
+
+
+def _apply(obj, data: dict, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    hints = _hints(type(obj))
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(obj, DataConfig) and key == "normalize":  # before data.pixels existed
+            key, value = "pixels", _legacy_pixels(_coerce(full, value, bool), data, obj)
+        if key not in fields:
+            raise ConfigError(f"unknown key {full!r}; known keys here: {', '.join(fields)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, f"{full}.")
+            continue
+        value = _coerce(full, value, hints[key])
+        choices = fields[key].metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{full}: {value!r} is not one of {', '.join(choices)}")
+        setattr(obj, key, value)
+
+
+def _legacy_pixels(normalize: bool, data: dict, obj: DataConfig) -> str:
+    """``data.normalize`` of configs written before ``data.pixels``, as the pixels it gave.
+
+    true standardised Fashion-MNIST and subtracted the mean image (0-255) from a prepared store;
+    false gave [0, 1] pixels. Run folders of that time resume with the same inputs.
+    """
+    if not normalize:
+        return "unit"
+    return "c12" if data.get("name", obj.name) == "imagefolder" else "standard"
+
+
+def parse_override(text: str) -> dict:
+    """``a.b=value`` -> ``{"a": {"b": value}}``, the value parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not key=value (for example train.epochs=3)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    out: dict = value
+    for part in reversed(key.strip().split(".")):
+        out = {part: out}
+    return out
+
+
+def load_yaml(path: str | Path, keep_extends: bool = False) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {what}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        why = " ".join(str(e).split())  # one line
+        raise ConfigError(f"config file {path} is not valid YAML: {why}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys")
+    if not keep_extends:
+        data.pop("extends", None)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the YAML file (and the files it ``extends``), then the overrides."""
+    cfg = Config()
+    if path:
+        for layer in _yaml_chain(Path(path)):
+            _apply(cfg, layer)
+    for text in overrides:
+        _apply(cfg, parse_override(text))
+    validate(cfg)
+    return cfg
+
+
+def _yaml_chain(path: Path, seen: tuple = ()) -> list[dict]:
+    """The file and the files it ``extends`` (relative to it), base first."""
+    if path.resolve() in seen:
+        raise ConfigError(f"config file {path} extends itself")
+    raw = load_yaml(path, keep_extends=True)
+    base = raw.pop("extends", None)
+    chain = _yaml_chain(path.parent / str(base), (*seen, path.resolve())) if base else []
+    return [*chain, raw]
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """``{"model": {"lrn": True}}`` -> ``{"model.lrn": True}`` (lists become tuples)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def from_dict(data: dict) -> Config:
+    cfg = Config()
+    _apply(cfg, data)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,63 @@
+"""The decoding processes of ``prepare`` and the image slots they share with the parent.
+
+Decoded images never travel through pickles: before the pool forks, the parent maps an
+anonymous shared buffer of ``slots`` images; a worker decodes an image straight into the slot
+the parent named and returns only ``(ok, tags, moments)``: whether the file was good, its oddity
+tags (or why it is bad) and its exact RGB second moments (the parent's share of the PCA is
+then a sum of 3x3 matrices). With ``workers`` <= 1 the same code runs in this process.
+"""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing
+import signal
+
+import numpy as np
+import torch
+
+from alexnet2012.data.writer import second_moments
+
+_slots: np.ndarray | None = None  # (slots, size, size, 3) uint8, shared with the forked pool
+
+
+def _decode(task) -> tuple:
+    load, loc, slot = task
+    image, note = load(loc)
+    if image is None:
+        return False, note, None
+    _slots[slot] = image
+    return True, note, second_moments(image)
+
+
+def _init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the pool
+    torch.set_num_threads(1)  # one image per process; the pool is the parallelism
+
+
+class Decoders:
+    """``workers`` forked processes (or this one) decoding into ``slots`` shared images."""
+
+    def __init__(self, workers: int, slots: int, size: int):
+        global _slots
+        shared = mmap.mmap(-1, slots * size * size * 3)  # MAP_SHARED: seen by forked children
+        _slots = np.frombuffer(shared, np.uint8).reshape(slots, size, size, 3)
+        self.slots = _slots
+        self.pool = None
+        self.threads = torch.get_num_threads()
+        if workers > 1:
+            self.pool = multiprocessing.get_context("fork").Pool(workers, initializer=_init)
+        else:
+            torch.set_num_threads(1)  # decoding here, one image at a time
+
+    def map(self, load, locs: list, first_slot: int):
+        """Decode ``locs`` into slots ``first_slot``...; an iterator of ``(ok, note, moments)``
+        in order (lazy without a pool, so nothing runs before it is asked for)."""
+        tasks = [(load, loc, first_slot + j) for j, loc in enumerate(locs)]
+        return self.pool.imap(_decode, tasks, chunksize=4) if self.pool else map(_decode, tasks)
+
+    def close(self) -> None:
+        torch.set_num_threads(self.threads)
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()

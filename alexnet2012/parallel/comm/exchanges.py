@@ -1,0 +1,139 @@
+"""The autograd exchanges of the 2012 net, one per kind of cross layer (the package docstring).
+
+Each is a pair "forward: X, backward: Y" and the identity on a group of one rank.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.distributed as dist
+
+from alexnet2012.parallel.comm.group import TowerGroup
+
+# torch 2.14 deprecates the *_into_tensor / *_tensor names (FutureWarning) for *_single
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+class _GatherTowers(torch.autograd.Function):
+    """forward: all-gather along dim 1 (rank order), backward: reduce-scatter (sum, keep own)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, g: TowerGroup, name: str) -> torch.Tensor:
+        ctx.g, ctx.name = g, name
+        x = x.contiguous()  # (N, c, ...) this tower's channels
+        t0 = time.perf_counter()
+        n, c, rest = x.shape[0], x.shape[1], x.shape[2:]
+        out = x.new_empty((g.size * n, c, *rest))  # rank-major; gloo rejects the stacked form
+        _all_gather_single(out, x, group=g.group)
+        g.count(name, _nbytes(x) * (g.size - 1), t0)
+        return out.view(g.size, n, c, *rest).movedim(0, 1).reshape(n, g.size * c, *rest)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        g = ctx.g
+        n, c, rest = grad.shape[0], grad.shape[1] // g.size, grad.shape[2:]
+        parts = grad.reshape(n, g.size, c, *rest).movedim(1, 0).reshape(g.size * n, c, *rest)
+        t0 = time.perf_counter()
+        out = grad.new_empty((n, c, *rest))
+        _reduce_scatter_single(out, parts, op=dist.ReduceOp.SUM, group=g.group)
+        g.count(ctx.name, _nbytes(out) * (g.size - 1), t0)
+        return out, None, None
+
+
+class _GatherToHead(torch.autograd.Function):
+    """forward: send to the head, which concatenates along dim 1; backward: head sends slices."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, g: TowerGroup, name: str, head: int) -> torch.Tensor:
+        ctx.g, ctx.name, ctx.head = g, name, head
+        ctx.shape, ctx.dtype, ctx.device = x.shape, x.dtype, x.device
+        x = x.contiguous()
+        t0 = time.perf_counter()
+        if g.rank != head:
+            dist.send(x, dst=g.global_rank(head), group=g.group)
+            g.count(name, _nbytes(x), t0)
+            return x.new_empty((x.shape[0], 0, *x.shape[2:]))  # (N, 0): still on x's graph
+        parts = [x if r == head else torch.empty_like(x) for r in range(g.size)]
+        works = [
+            dist.irecv(parts[r], src=g.global_rank(r), group=g.group)
+            for r in range(g.size)
+            if r != head
+        ]
+        for w in works:
+            w.wait()
+        g.count(name, 0, t0)
+        return torch.cat(parts, dim=1)  # (N, size*c, ...) in rank order
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        g, head = ctx.g, ctx.head
+        t0 = time.perf_counter()
+        if g.rank != head:
+            out = torch.empty(ctx.shape, dtype=ctx.dtype, device=ctx.device)
+            dist.recv(out, src=g.global_rank(head), group=g.group)
+            g.count(ctx.name, 0, t0)
+            return out, None, None, None
+        parts = [p.contiguous() for p in grad.chunk(g.size, dim=1)]
+        works = [
+            dist.isend(parts[r], dst=g.global_rank(r), group=g.group)
+            for r in range(g.size)
+            if r != head
+        ]
+        for w in works:
+            w.wait()
+        g.count(ctx.name, sum(_nbytes(parts[r]) for r in range(g.size) if r != head), t0)
+        return parts[head], None, None, None
+
+
+class _SumPartials(torch.autograd.Function):
+    """forward: all-reduce sum, backward: identity (Megatron's reduce-from region)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, g: TowerGroup, name: str) -> torch.Tensor:
+        out = x.clone(memory_format=torch.contiguous_format)
+        t0 = time.perf_counter()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=g.group)
+        # a ring all-reduce sends 2 (size-1)/size of the tensor per rank (the tensor at size 2)
+        g.count(name, _nbytes(out) * 2 * (g.size - 1) // g.size, t0)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None, None
+
+
+def gather_towers(x: torch.Tensor, group: TowerGroup, name: str) -> torch.Tensor:
+    """(N, c, ...) per tower -> (N, size*c, ...), rank 0's channels first, on every rank.
+
+    forward: all-gather along channels, backward: reduce-scatter. Each rank computes different
+    outputs from the gathered input, so its input gradient is the sum over ranks of their
+    partial gradients, of which it keeps its own channel slice.
+    """
+    return x if group.size == 1 else _GatherTowers.apply(x, group, name)
+
+
+def gather_to_head(x: torch.Tensor, group: TowerGroup, name: str, head: int = 0) -> torch.Tensor:
+    """(N, c, ...) per tower -> (N, size*c, ...) on ``head``; (N, 0, ...) on the other ranks.
+
+    forward: send/recv to the head, backward: the head sends each rank its gradient slice.
+    All ranks' ``x`` must have the same shape and dtype. All ranks must call ``backward`` on a
+    loss that depends on the returned tensor (off the head, e.g. ``out.sum()``, which is zero),
+    or the head blocks in backward waiting to send.
+    """
+    return x if group.size == 1 else _GatherToHead.apply(x, group, name, head)
+
+
+def sum_partials(x: torch.Tensor, group: TowerGroup, name: str) -> torch.Tensor:
+    """Sum of every rank's partial ``x`` (e.g. fc8 logits from each input half), on every rank.
+
+    forward: all-reduce sum, backward: identity. Every rank computes the same loss from the sum;
+    an all-reduce backward would make each gradient ``size`` times too large (parallel.md).
+    """
+    return x if group.size == 1 else _SumPartials.apply(x, group, name)
