@@ -1,4 +1,4 @@
-"""Fault injection for the reliability tests (``tests/test_faults.py``): a testing aid only.
+"""Fault injection for the reliability tests (``tests/training/test_faults.py``), tests only.
 
 Nothing happens unless the environment variable ``ALEXNET2012_FAULT`` is set. It holds one or
 more faults separated by ``;``, each ``kind@key=value,key=value``::

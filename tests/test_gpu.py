@@ -121,7 +121,7 @@ def test_cuda_bf16_autocast_close_to_cpu():
 
 @requires_cuda
 def test_deferred_stop_vote_on_cuda():
-    """The stop vote's pinned copy and event (tests/test_stopping.py runs the two-rank logic)."""
+    """The stop vote's pinned copy and event (tests/training/test_stopping.py: two ranks)."""
     env = SimpleNamespace(world_size=2, device=torch.device(DEVICE), world=comm.single())
     vote, first = stopping.StopVote(env, every=10), None
     assert vote.deferred

@@ -19,19 +19,17 @@ import errno
 import functools
 import hashlib
 import logging
-import multiprocessing
 import os
 import shutil
-import signal
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from alexnet2012.data.decode import jpeg_decoder, load_image
 from alexnet2012.data.errors import DataError
 from alexnet2012.data.layouts import detect
-from alexnet2012.data.store import FORMAT, META, SPLITS
+from alexnet2012.data.store import FORMAT, META, PROGRESS, SPLITS
+from alexnet2012.data.workers import Decoders
 from alexnet2012.data.writer import StoreWriter, read_state
 
 log = logging.getLogger(__name__)
@@ -78,9 +76,12 @@ def _summary(dst: Path, meta: dict, resumed: bool, already: bool) -> dict:
     }
 
 
-def _worker_init() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops the pool
-    torch.set_num_threads(1)  # one image per process; the pool is the parallelism
+def _chunk(dst: Path, chunk: int) -> int:
+    """The chunk size in force: an unfinished store keeps its first run's."""
+    try:
+        return int(read_state(dst / PROGRESS)["chunk"])
+    except (OSError, DataError, KeyError, TypeError, ValueError):
+        return chunk
 
 
 def prepare_main(
@@ -107,13 +108,9 @@ def prepare_main(
     workers = default_workers() if workers is None else workers
     jpeg_decoder()  # imported once, before the fork
     # forked before the listing exists, so the workers never hold (or copy) it
-    ctx = multiprocessing.get_context("fork")
-    pool = ctx.Pool(workers, initializer=_worker_init) if workers > 1 else None
-    threads = torch.get_num_threads()
-    if pool is None:
-        torch.set_num_threads(1)  # decoding here, one image at a time
+    decoders = Decoders(workers, 2 * _chunk(dst_p, chunk), size)  # two chunks in flight
     try:
-        return _prepare(src_p, dst_p, size, on_bad, chunk, pool, on_commit)
+        return _prepare(src_p, dst_p, size, on_bad, chunk, decoders, on_commit)
     except OSError as e:
         if e.errno not in DISK_FULL:
             raise
@@ -122,13 +119,10 @@ def prepare_main(
             "it; free space, then rerun the same command: it continues where it stopped"
         ) from None
     finally:
-        torch.set_num_threads(threads)
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+        decoders.close()
 
 
-def _prepare(src: Path, dst: Path, size: int, on_bad: str, chunk: int, pool, on_commit) -> dict:
+def _prepare(src: Path, dst: Path, size: int, on_bad: str, chunk: int, decoders, on_commit):
     listing = detect(src)
     if not listing.items["train"]:
         raise DataError(f"{src}: no training files found")
@@ -146,7 +140,7 @@ def _prepare(src: Path, dst: Path, size: int, on_bad: str, chunk: int, pool, on_
     writer = StoreWriter(dst, listing.items, size, chunk, fingerprint)
     try:
         for split in SPLITS:
-            _run_split(writer, split, src, pool, on_bad, on_commit)
+            _run_split(writer, split, src, decoders, on_bad, on_commit)
     finally:
         writer.close()
     meta = writer.finish(listing.classes, listing.how, str(src), listing.names, listing.layout)
@@ -163,38 +157,38 @@ def _check_space(writer, split: str) -> None:
         )
 
 
-def _run_split(writer, split: str, src: Path, pool, on_bad: str, on_commit) -> None:
+def _run_split(writer, split: str, src: Path, decoders, on_bad: str, on_commit) -> None:
     todo = writer.chunks_left(split)
     if not todo:
         writer.finish_split(split)
         return
     _check_space(writer, split)
-    files = writer.items[split]
-    mapper = functools.partial(load_image, size=writer.size)
+    files, chunk = writer.items[split], writer.chunk
+    load = functools.partial(load_image, size=writer.size)
 
-    def submit(lo: int, hi: int):  # the pool works on the next chunk while this one commits
-        locs = [loc for _, _, loc in files[lo:hi]]
-        return pool.imap(mapper, locs, chunksize=4) if pool else map(mapper, locs)
+    def submit(k: int):  # chunk k decodes into slot half k % 2, while chunk k - 1 commits
+        lo, hi = todo[k]
+        return decoders.map(load, [loc for _, _, loc in files[lo:hi]], (k % 2) * chunk)
 
     bar = tqdm(
         total=len(files), initial=todo[0][0], desc=f"prepare {split}", unit="img", mininterval=1.0
     )
     with bar:
-        pending = submit(*todo[0])
+        pending = submit(0)
         for k, (lo, hi) in enumerate(todo):
-            results, pending = pending, submit(*todo[k + 1]) if k + 1 < len(todo) else None
-            kept, bad, odd = [], [], {}
-            for j, (image, note) in enumerate(results):
+            results, pending = pending, submit(k + 1) if k + 1 < len(todo) else None
+            kept, moments, bad, odd = [], [], [], {}
+            for j, (ok, note, m) in enumerate(results):
                 bar.update()
-                name = files[lo + j][0]
-                if image is None:
+                name, label, _ = files[lo + j]
+                if not ok:
                     bad.append(_bad(src, split, name, note, on_bad))
                     continue
-                kept.append((image, files[lo + j][1]))
+                kept.append((decoders.slots[(k % 2) * chunk + j], label))
+                moments.append(m)
                 for tag in note:
                     odd[tag] = odd.get(tag, 0) + 1
-                    log.debug("%s: %s", src / name, tag)
-            writer.commit(split, hi, kept, bad, odd)
+            writer.commit(split, hi, kept, bad, odd, moments)
             if on_commit is not None:
                 on_commit(split, hi)
     writer.finish_split(split)

@@ -150,9 +150,7 @@ class StoreWriter:
             self._files[split] = (images, labels)
         return self._files[split]
 
-    def commit(
-        self, split: str, done: int, kept: list, bad: list, odd=None, moments=None
-    ) -> None:
+    def commit(self, split: str, done: int, kept: list, bad: list, odd=None, moments=None) -> None:
         """Write one chunk's ``kept`` (image, label) pairs, then record it as done.
 
         ``odd``: counts of the chunk's oddities (see :mod:`alexnet2012.data.decode`);

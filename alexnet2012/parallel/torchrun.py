@@ -136,7 +136,7 @@ def _attempt_store(rank: int, world_size: int, timeout_s: int):
     torchrun (torch 2.14) shares its rendezvous store with the workers and keeps it across
     ``--max-restarts`` restarts, with no per-attempt key prefix; a restarted group then reads the
     killed group's addresses and fails with "Gloo connectFullMesh failed ... Connection refused".
-    A prefix per attempt avoids that (tests/test_faults.py restarts under torchrun).
+    A prefix per attempt avoids that (tests/training/test_faults.py restarts under torchrun).
     """
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
     if attempt is None:

@@ -156,3 +156,30 @@ def test_gpu_check_runs_without_cuda_or_optional_packages(tmp_path):
     report = json.loads((tmp_path / "out" / "bench_cpu_tiny.json").read_text())
     assert {r["name"] for r in report["results"]} == {"streamlined", "emulated"}
     assert all(r["images_per_s"] > 0 for r in report["results"])
+
+
+def test_bench_times_the_step_training_runs(tmp_path, monkeypatch):
+    """``train`` and ``bench`` both run :class:`TrainStep`: the same step, counted in each."""
+    from alexnet2012 import config as cfgmod
+    from alexnet2012.bench import measure
+    from alexnet2012.parallel import torchrun
+    from alexnet2012.training import loop, step
+
+    calls = []
+    real = step.TrainStep.__call__
+
+    def counted(self, x, y, i):
+        calls.append(i)
+        return real(self, x, y, i)
+
+    monkeypatch.setattr(step.TrainStep, "__call__", counted)
+    over = ["data.name=synthetic", "data.synthetic_size=64", "train.batch_size=8",
+            "train.max_steps=4", "wandb.mode=disabled", f"run.dir={tmp_path / 'run'}"]  # fmt: skip
+    cfg = load_config(DEBUG, over)
+    loop.run(cfg)
+    assert calls == [0, 1, 2, 3]
+    calls.clear()
+    job = measure.Job("emulated", "emulated", cfgmod.to_dict(cfg), 10, 3, 3, 2, False)
+    with torchrun.session(60, "cpu") as env:  # one process, in this one
+        figures = measure.measure(job, env)
+    assert calls == [0, 1, 2, 3, 4] and len(figures["step_s"]) == 3

@@ -154,7 +154,17 @@ def test_pca_noise_forms(form):
 def test_spec_constants():
     v = np.array(transforms.ILSVRC2012_PCA_EIGVECS)
     np.testing.assert_allclose(v.T @ v, np.eye(3), atol=1e-5)  # columns are unit eigenvectors
-    assert list(transforms.ILSVRC2012_PCA_STDEVS) == sorted(transforms.ILSVRC2012_PCA_STDEVS)
+    s = np.array(transforms.ILSVRC2012_PCA_STDEVS)
+    assert list(s) == sorted(s)  # ascending, as [C14] lists them
+    # an independent estimate (fb.resnet.torch, ref §3: eigenvalues of [0, 1] pixels) agrees
+    fb = np.sqrt([0.0045, 0.0188, 0.2175]) * 255  # std-devs, ascending, 0-255 units
+    np.testing.assert_allclose(s, fb, rtol=0.2)
+    # natural images: the largest component is brightness (all channels together) and every
+    # pair of channels is positively correlated
+    main = v[:, 2] * np.sign(v[0, 2])
+    np.testing.assert_allclose(main, np.full(3, 3**-0.5), atol=0.05)
+    cov = v @ np.diag(s**2) @ v.T
+    assert (cov > 0).all()
 
 
 # ---------------------------------------------------------------- build_data and batches

@@ -181,11 +181,44 @@ def test_paper_dropout_scales_at_test():
 
 
 def test_options_change_the_network():
-    x = torch.randn(2, 3, 67, 67)
-    assert small(lrn=False)(x).shape == (2, 10)
-    assert small(overlap_pool=False)(x).shape == (2, 10)
-    assert small(preset="paper")(x).shape == (2, 10)
-    assert small(half=True)(x).shape == (2, 10)
+    """Each switch changes what the network computes, not only its name."""
+    x = torch.randn(2, 3, 67, 67, generator=torch.Generator().manual_seed(3)) * 100
+    base = small(dropout="none").eval()
+
+    def conv2_out(net):  # the logits of a net this narrow barely depend on the image (ref §2)
+        with torch.no_grad():
+            return net.conv2(net.conv1(x))
+
+    want = conv2_out(base)
+
+    def same_weights(**kw):  # the switch alone differs: the base net's weights loaded
+        net = small(dropout="none", **kw).eval()
+        net.load_state_dict(base.state_dict())
+        return net
+
+    def kinds(net):
+        return [type(m).__name__ for m in net.modules()]
+
+    no_lrn = same_weights(lrn=False)
+    assert "TowerLRN" in kinds(base) and "SpatialNorm" in kinds(base)
+    assert "TowerLRN" not in kinds(no_lrn) and "SpatialNorm" not in kinds(no_lrn)
+    assert (conv2_out(no_lrn) - want).abs().max() > 1e-3 * want.abs().max()  # float noise: ~1e-7
+    paper = same_weights(preset="paper")  # LRN after ReLU, no spatial norm (ref §1.3)
+    order = [type(m).__name__ for m in paper.conv1.post]
+    assert order == ["ReLU", "TowerLRN", "MaxPool2d"], order
+    assert [type(m).__name__ for m in base.conv1.post] == ["TowerLRN", "MaxPool2d", "ReLU"]
+    assert "SpatialNorm" not in kinds(paper)
+    assert (conv2_out(paper) - want).abs().max() > 1e-3 * want.abs().max()  # float noise: ~1e-7
+    assert small(preset="paper").conv3.weight.std() < 0.5 * small().conv3.weight.std()  # 0.01
+    pools = {
+        m.kernel_size for m in small(overlap_pool=False).modules() if "Pool" in type(m).__name__
+    }
+    assert pools == {2} and {
+        m.kernel_size for m in base.modules() if "Pool" in type(m).__name__
+    } == {3}
+    half = small(half=True)
+    assert half.towers == 1 and half.conv1.weight.shape[0] == 4 and half.conv2.groups == 1
+    assert half(x).shape == (2, 10)
     with pytest.raises(ValueError, match="preset"):
         AlexNet2012(preset="vgg")
 
