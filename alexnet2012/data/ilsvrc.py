@@ -99,7 +99,9 @@ def index_train_tar(path: Path, prefix: str) -> dict[str, list[tuple[str, tuple]
 def index_tar_dir(folder: Path, prefix: str) -> dict[str, list[tuple[str, tuple]]]:
     """The same for a folder of per-synset tars (``ILSVRC2012_img_train.tar`` extracted once)."""
     out = {}
-    for tar in sorted(folder.glob("n*.tar")):
+    for tar in sorted(folder.glob("*.tar")):
+        if not WNID.fullmatch(tar.stem):
+            raise DataError(f"{tar}: not a per-synset tar (nXXXXXXXX.tar)")
         with _open_tar(tar) as t:
             out[tar.stem] = sorted(
                 (f"{prefix}/{tar.name}/{m.name}", (str(tar), m.offset_data, m.size))

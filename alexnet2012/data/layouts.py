@@ -212,8 +212,9 @@ def detect(src: Path) -> Listing:
     if src.is_file() and src.name in ilsvrc.OFFICIAL:
         src = src.parent  # one of the three files: the folder that holds them
     if not src.is_dir():
+        what = "is a file" if src.exists() else "no such folder"
         raise DataError(
-            f"{src}: no such folder; SRC is a folder holding {', '.join(ilsvrc.OFFICIAL)}, "
+            f"{src}: {what}; SRC is a folder holding {', '.join(ilsvrc.OFFICIAL)}, "
             "the CLS-LOC download, or train/ and val/ ImageFolder trees"
         )
     if (src / ilsvrc.TRAIN_TAR).exists() or (src / ilsvrc.VAL_TAR).exists():

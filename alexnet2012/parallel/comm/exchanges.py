@@ -47,6 +47,13 @@ class _GatherTowers(torch.autograd.Function):
         return out, None, None
 
 
+def _with_each_peer(p2p, parts: list, g: TowerGroup, head: int) -> None:
+    """``p2p`` (isend or irecv) of ``parts[r]`` with every rank r but the head; all awaited."""
+    works = [p2p(parts[r], g.global_rank(r), group=g.group) for r in range(g.size) if r != head]
+    for w in works:
+        w.wait()
+
+
 class _GatherToHead(torch.autograd.Function):
     """forward: send to the head, which concatenates along dim 1; backward: head sends slices."""
 
@@ -61,13 +68,7 @@ class _GatherToHead(torch.autograd.Function):
             g.count(name, _nbytes(x), t0)
             return x.new_empty((x.shape[0], 0, *x.shape[2:]))  # (N, 0): still on x's graph
         parts = [x if r == head else torch.empty_like(x) for r in range(g.size)]
-        works = [
-            dist.irecv(parts[r], src=g.global_rank(r), group=g.group)
-            for r in range(g.size)
-            if r != head
-        ]
-        for w in works:
-            w.wait()
+        _with_each_peer(dist.irecv, parts, g, head)
         g.count(name, 0, t0)
         return torch.cat(parts, dim=1)  # (N, size*c, ...) in rank order
 
@@ -81,13 +82,7 @@ class _GatherToHead(torch.autograd.Function):
             g.count(ctx.name, 0, t0)
             return out, None, None, None
         parts = [p.contiguous() for p in grad.chunk(g.size, dim=1)]
-        works = [
-            dist.isend(parts[r], dst=g.global_rank(r), group=g.group)
-            for r in range(g.size)
-            if r != head
-        ]
-        for w in works:
-            w.wait()
+        _with_each_peer(dist.isend, parts, g, head)
         g.count(ctx.name, sum(_nbytes(parts[r]) for r in range(g.size) if r != head), t0)
         return parts[head], None, None, None
 
