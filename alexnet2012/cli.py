@@ -20,8 +20,11 @@ import os
 import sys
 from pathlib import Path
 
+from alexnet2012.files import DiskFullError
+
 USER_ERRORS = (ValueError, OSError)  # bad values, files and paths: one line, exit 2
 EXIT_USER_ERROR = 2
+EXIT_DISK_FULL = 3  # a write found no space; what was saved before is intact
 
 
 def _config(args):
@@ -42,7 +45,7 @@ def cmd_train(args) -> int:
     from alexnet2012.training.run import start_policy
 
     cfg = _config(args)
-    summary = loop.run(cfg, resume=start_policy(cfg, bool(args.resume)))
+    summary = loop.run(cfg, resume=start_policy(cfg, bool(args.resume)), replace=args.replace)
     if int(os.environ.get("RANK", "0")) == 0:
         keys = ("test/top1_err", "test/top5_err", "test/loss", "images_per_s", "wall_s")
         print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=1))
@@ -113,6 +116,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (plain, or under torchrun for two towers)")
     t.add_argument("--config", help="YAML file of overrides (configs/*.yaml)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    t.add_argument(
+        "--replace",
+        action="store_true",
+        help="start afresh in a run.dir where an earlier run stopped before its first "
+        "checkpoint (its files are moved into a replaced-<time> folder there)",
+    )
     t.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=3 seed=1")
     t.set_defaults(fn=cmd_train)
 
@@ -173,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except DiskFullError as e:
+        print(f"alexnet2012 {args.command}: {e}", file=sys.stderr)
+        return EXIT_DISK_FULL
     except USER_ERRORS as e:
         print(f"alexnet2012 {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -1,8 +1,11 @@
-"""Writing files so that a crash leaves either the old file or the whole new one."""
+"""Writing files so that a crash leaves either the old file or the whole new one, and saying
+so plainly when the disk is full."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,15 +33,67 @@ def write_atomic(
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        if before_rename is not None:
-            before_rename(tmp)
-        os.replace(tmp, path)
+        _write(path, tmp, data, before_rename)
+    except DiskFullError:
+        raise
+    except (OSError, RuntimeError) as e:
+        if is_disk_full(e):
+            raise disk_full(path, tmp.stat().st_size if tmp.exists() else None) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write(path: Path, tmp: Path, data, before_rename) -> None:
+    with open(tmp, "wb") as f:
+        if callable(data):
+            data(f)
+        else:
+            f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    if before_rename is not None:
+        before_rename(tmp)
+    os.replace(tmp, path)
+
+
+class DiskFullError(OSError):
+    """A write failed for lack of space; the message names the path and the space needed."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether ``e`` or an error in its chain is ENOSPC (torch.save wraps it in RuntimeError)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def disk_full(path: str | os.PathLike, needed: int | None = None) -> DiskFullError:
+    """The error to raise when writing ``path`` ran out of space (``needed``: bytes, if known)."""
+    folder = Path(path).parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    want = f"about {_mib(needed)} needed, " if needed else ""
+    have = f"{_mib(free)} free there" if free is not None else "free space unknown"
+    return DiskFullError(
+        f"no space left on the device of {folder} writing {Path(path).name} ({want}{have}); "
+        "free some space or move the folder, then continue with --resume",
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"

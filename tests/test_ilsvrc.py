@@ -8,6 +8,7 @@ truncated and EXIF-rotated files.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from imagetree import (
     LEAVES,
     SYNSETS,
+    encoded,
     ilsvrc_images,
     meta_mat,
     write_archives,
@@ -23,8 +25,10 @@ from imagetree import (
     write_extracted,
     write_image_folder,
 )
+from PIL import Image
 
 from alexnet2012.data import DataError, Store
+from alexnet2012.data.decode import decode, jpeg_decoder, square
 from alexnet2012.data.ilsvrc import leaf_synsets
 from alexnet2012.data.prepare import prepare_main
 
@@ -126,3 +130,19 @@ def test_train_tar_alone_splits(images, tmp_path):
     summary = prepare_main(str(src), str(tmp_path / "dst"), size=32, workers=0)
     assert "90/10" in summary["split"] and summary["train"] + summary["val"] == 16
     assert Store(tmp_path / "dst").class_names == LEAVES  # no devkit: no words
+
+
+def test_fast_paths_change_nothing(images):
+    """decode_jpeg gives PIL's pixels bit for bit; draft mode stays close to a full decode."""
+    big = encoded((400, 300), (90, 140, 40))  # >= 2x the stored size: decoded in draft mode
+    rgb = Image.open(io.BytesIO(big)).convert("RGB")
+    full = square(np.array(rgb), 32)
+    drafted = decode(big, 32)[0]
+    assert min(drafted.shape[:2]) == 38  # 1/8 scale: libjpeg's smallest that keeps >= 32
+    assert np.abs(square(drafted, 32).astype(int) - full).mean() < 3  # a hard edge differs most
+    if jpeg_decoder() is None:
+        pytest.skip("torchvision is not installed")
+    small = [d for files in images["train"].values() for d in files.values()][:8]
+    for data in small:
+        with_tv = decode(data, 32)[0]
+        np.testing.assert_array_equal(with_tv, decode(data, 32, torchvision=False)[0])

@@ -101,16 +101,48 @@ def parse_override(text: str) -> dict:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error, not "last wins"."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"key {key!r} is given twice, on lines {seen[key]} and {line}; keep one "
+                    "(with two, the second would silently replace the first)"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path, keep_extends: bool = False) -> dict:
+    """The mapping a YAML config file holds; ConfigError naming the file for any problem."""
     path = Path(path)
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise ConfigError(f"config file {path} {what}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {e.start}: {e.object[e.start]:#04x}); "
+            "save it as UTF-8"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)
+    except ConfigError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
     except yaml.YAMLError as e:
         why = " ".join(str(e).split())  # one line
         raise ConfigError(f"config file {path} is not valid YAML: {why}") from None
+    if data is None:
+        raise ConfigError(
+            f"config file {path} is empty; give it the keys to change (configs/debug.yaml is a "
+            "small example), or leave out --config to train with the defaults"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys")
     if not keep_extends:

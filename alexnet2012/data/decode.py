@@ -16,9 +16,10 @@ What happens to the awkward files of ILSVRC-2012 (each is counted in the ``prepa
 Speed, measured by :mod:`alexnet2012.data.prepbench`: a JPEG at least twice the stored size is
 decoded by PIL in draft mode (libjpeg's DCT scaling to 1/2, 1/4, 1/8, never below ``size``; the
 shorter side is checked before the final resize, so no detail is lost); other RGB and greyscale
-JPEGs by ``torchvision.io.decode_jpeg`` when torchvision is installed (the same libjpeg-turbo
-output as PIL's, bit for bit, in less time), else by PIL. The resize is torch's antialiased
-bilinear on uint8 (PIL's BILINEAR to within 1 level, several times faster than PIL's).
+JPEGs by ``torchvision.io.decode_jpeg`` when torchvision is installed (libjpeg-turbo as in PIL:
+the same pixels, bit for bit, in less time; tests/test_ilsvrc.py checks), else by PIL. The
+resize is torch's antialiased bilinear on uint8 (PIL's BILINEAR to within 1 level, several
+times faster than PIL's).
 """
 
 from __future__ import annotations
@@ -71,11 +72,12 @@ def jpeg_decoder():
     except ImportError:
         return None
 
-    def rgb(data: bytes) -> np.ndarray:
+    def decode_rgb(data: bytes) -> np.ndarray:
         x = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        return decode_jpeg(x, ImageReadMode.RGB).permute(1, 2, 0).numpy()
+        rgb = decode_jpeg(x, ImageReadMode.RGB, apply_exif_orientation=False)  # as PIL: unrotated
+        return rgb.permute(1, 2, 0).numpy()
 
-    return rgb
+    return decode_rgb
 
 
 def decode(

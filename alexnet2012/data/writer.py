@@ -97,6 +97,64 @@ def pca(pixel_sum: np.ndarray, outer: np.ndarray, pixels: int) -> tuple[list, li
     return np.sqrt(np.clip(vals, 0, None)).tolist(), vecs.tolist()
 
 
+def _new_state(fingerprint: str, size: int, chunk: int) -> dict:
+    blank = {"done": 0, "kept": 0, "bad": [], "odd": {}, "finished": False}
+    splits = {s: dict(blank) for s in SPLITS}
+    return {"format": FORMAT, "fingerprint": fingerprint, "size": size, "chunk": chunk,
+            "seq": 0, "stats": None, "splits": splits}  # fmt: skip
+
+
+def _image_sum(images: list) -> np.ndarray:
+    """Per-pixel sum of (size, size, 3) uint8 images, int64."""
+    acc = np.zeros(images[0].shape, np.uint32)  # exact below 2^24 images a chunk
+    for im in images:
+        np.add(acc, im, out=acc)
+    return acc.astype(np.int64)
+
+
+def _added(counts: dict, more: dict) -> dict:
+    """Tag counts plus more, sorted by tag (so progress.json and meta.json are reproducible)."""
+    out = dict(counts)
+    for tag, n in more.items():
+        out[tag] = out.get(tag, 0) + n
+    return dict(sorted(out.items()))
+
+
+def _split_meta(dst: Path, split: str, s: dict, items: list, classes: int) -> dict:
+    labels = np.load(dst / f"{split}_labels.npy")
+    return {
+        "count": s["kept"],
+        "files": len(items),
+        "bad": s["bad"],
+        "oddities": s.get("odd", {}),
+        "class_counts": np.bincount(labels, minlength=classes).tolist(),
+    }
+
+
+def _resumed_state(dst: Path, fingerprint: str) -> dict:
+    state = read_state(dst / PROGRESS)
+    if state.get("fingerprint") != fingerprint:
+        raise DataError(
+            f"{dst} holds an unfinished store made from other files or another size; "
+            "rerun with the original SRC and size, or delete DST to start afresh"
+        )
+    done = {s: v["done"] for s, v in state["splits"].items()}
+    log.info("resuming the store in %s (files done: %s)", dst, done)
+    return state
+
+
+def _log_done(dst: Path, classes: list[str], splits: dict) -> None:
+    empty = [c for c, k in zip(classes, splits["train"]["class_counts"], strict=True) if not k]
+    if empty:
+        log.warning("classes with no training images: %s", ", ".join(empty))
+    if not splits["val"]["count"]:
+        log.warning("the store has no validation images; evaluation will be empty")
+    log.info(
+        "store ready in %s: %d train, %d val images",
+        dst, splits["train"]["count"], splits["val"]["count"],
+    )  # fmt: skip
+
+
 class StoreWriter:
     """Owns DST while ``prepare`` runs; resumes from ``progress.json`` when it exists."""
 
@@ -104,25 +162,9 @@ class StoreWriter:
         self.dst, self.items, self.size = dst, items, size
         self.resumed = (dst / PROGRESS).is_file()
         if self.resumed:
-            self.state = read_state(dst / PROGRESS)
-            if self.state.get("fingerprint") != fingerprint:
-                raise DataError(
-                    f"{dst} holds an unfinished store made from other files or another size; "
-                    "rerun with the original SRC and size, or delete DST to start afresh"
-                )
-            done = {s: v["done"] for s, v in self.state["splits"].items()}
-            log.info("resuming the store in %s (files done: %s)", dst, done)
+            self.state = _resumed_state(dst, fingerprint)
         else:
-            blank = {"done": 0, "kept": 0, "bad": [], "finished": False}
-            self.state = {
-                "format": FORMAT,
-                "fingerprint": fingerprint,
-                "size": size,
-                "chunk": chunk,
-                "seq": 0,
-                "stats": None,
-                "splits": {s: dict(blank) for s in SPLITS},
-            }
+            self.state = _new_state(fingerprint, size, chunk)
         self.chunk = self.state["chunk"]  # keep the first run's chunking
         self.sum = np.zeros((size, size, 3), np.int64)  # per-pixel sum of training images
         self.outer = np.zeros((3, 3), np.int64)  # sum of x x^T over training pixels
@@ -153,10 +195,9 @@ class StoreWriter:
     def commit(self, split: str, done: int, kept: list, bad: list, odd=None, moments=None) -> None:
         """Write one chunk's ``kept`` (image, label) pairs, then record it as done.
 
-        ``odd``: counts of the chunk's oddities (see :mod:`alexnet2012.data.decode`);
-        ``moments``: each kept image's :func:`second_moments`, if the workers computed them.
-        Rows go in with ``os.pwritev``, so a full disk is an ``OSError`` (ENOSPC), not the
-        SIGBUS a memory map would take; they are on disk before ``progress.json`` says so.
+        ``odd``: the chunk's oddity counts; ``moments``: each kept image's
+        :func:`second_moments` if the workers computed them. Rows go in by ``pwritev`` (a full
+        disk is ENOSPC, not a memory map's SIGBUS), on disk before ``progress.json`` says so.
         """
         s = self.state["splits"][split]
         k0, n = s["kept"], len(kept)
@@ -167,17 +208,11 @@ class StoreWriter:
             _pwrite(fi, images, oi + k0 * images[0].nbytes)
             _pwrite(fl, [labels], ol + k0 * labels.itemsize)
         if n and split == "train":
-            acc = np.zeros(images[0].shape, np.uint32)  # exact below 2^24 images a chunk
-            for im in images:
-                np.add(acc, im, out=acc)
-            self.sum += acc
+            self.sum += _image_sum(images)
             for m in moments if moments is not None else map(second_moments, images):
                 self.outer += m
-        counts = dict(s.get("odd", {}))
-        for tag, c in (odd or {}).items():
-            counts[tag] = counts.get(tag, 0) + c
         s["done"], s["kept"], s["bad"] = done, k0 + n, s["bad"] + bad
-        s["odd"] = dict(sorted(counts.items()))
+        s["odd"] = _added(s.get("odd", {}), odd or {})
         old = self.state["stats"]
         if n and split == "train":
             self.state["seq"] += 1
@@ -202,41 +237,31 @@ class StoreWriter:
             return
         for f, _ in self._files.pop(split, ()):
             f.close()
-        if not self.items[split]:
-            save_npy(
-                self.dst / f"{split}_images.npy", np.zeros((0, self.size, self.size, 3), np.uint8)
-            )
-            save_npy(self.dst / f"{split}_labels.npy", np.zeros((0,), np.int64))
-        else:
-            shrink_npy(self.dst / f"{split}_images.npy", s["kept"])
-            shrink_npy(self.dst / f"{split}_labels.npy", s["kept"])
+        rows = {"images": (np.uint8, (self.size, self.size, 3)), "labels": (np.int64, ())}
+        for kind, (dtype, row) in rows.items():
+            path = self.dst / f"{split}_{kind}.npy"
+            if self.items[split]:
+                shrink_npy(path, s["kept"])
+            else:  # no files at all: an empty array
+                save_npy(path, np.zeros((0, *row), dtype))
         s["finished"] = True
         write_json(self.dst / PROGRESS, self.state)
 
     def finish(
         self, classes: list[str], how: str, src: str, names: list | None = None, layout: str = ""
     ) -> dict:
-        """Mean image, PCA and ``meta.json`` (written last: the store is then complete).
-
-        ``names``: a human-readable name per class (``meta.mat`` words for ImageNet).
-        """
+        """Mean image, PCA and ``meta.json`` (written last: the store is then complete);
+        ``names``: a human-readable name per class (``meta.mat`` words for ImageNet)."""
         kept = self.state["splits"]["train"]["kept"]
         if kept == 0:
             raise DataError(f"{src}: none of the training files could be read; see the log")
         pixels = kept * self.size**2
         save_npy(self.dst / "mean.npy", (self.sum / kept).astype(np.float32))  # (S, S, 3)
         stdevs, vecs = pca(self.sum.sum((0, 1)), self.outer, pixels)
-        splits = {}
-        for split in SPLITS:
-            s = self.state["splits"][split]
-            labels = np.load(self.dst / f"{split}_labels.npy")
-            splits[split] = {
-                "count": s["kept"],
-                "files": len(self.items[split]),
-                "bad": s["bad"],
-                "oddities": s.get("odd", {}),
-                "class_counts": np.bincount(labels, minlength=len(classes)).tolist(),
-            }
+        splits = {
+            s: _split_meta(self.dst, s, self.state["splits"][s], self.items[s], len(classes))
+            for s in SPLITS
+        }
         meta = {
             "format": FORMAT,
             "fingerprint": self.state["fingerprint"],
@@ -253,12 +278,5 @@ class StoreWriter:
         write_json(self.dst / META, meta)
         for name in [PROGRESS, *(p.name for p in self.dst.glob("stats-*.npz"))]:
             (self.dst / name).unlink(missing_ok=True)
-        empty = [c for c, k in zip(classes, splits["train"]["class_counts"], strict=True) if not k]
-        if empty:
-            log.warning("classes with no training images: %s", ", ".join(empty))
-        if not splits["val"]["count"]:
-            log.warning("the store has no validation images; evaluation will be empty")
-        log.info(
-            "store ready in %s: %d train, %d val images", self.dst, kept, splits["val"]["count"]
-        )
+        _log_done(self.dst, classes, splits)
         return meta

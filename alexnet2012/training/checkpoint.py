@@ -4,8 +4,9 @@ Each checkpoint is a plain ``torch.save`` file ``ckpt-<step:08d>.pt`` with a sid
 ``ckpt-<step:08d>.pt.sha256`` in ``sha256sum`` format (``sha256sum -c`` verifies it). Writing order:
 payload to ``.tmp`` + fsync, sidecar written atomically, then the payload renamed into place and
 the folder fsynced; a crash leaves either the previous checkpoint set or the new one, plus at most
-stray ``.tmp`` files and a sidecar without its payload, which are ignored and removed by the next
-save. Payloads are unpickled in full (``weights_only=False``) only after their checksum has passed.
+stray ``.tmp`` files and a sidecar without its payload, which are ignored and removed when the
+run starts again and at the next save. Payloads are unpickled in full (``weights_only=False``)
+only after their checksum has passed.
 ``hooks.current().in_save`` marks the points where the fault-injection tests kill a save.
 """
 
@@ -14,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import torch
 
-from alexnet2012.files import fsync_dir, write_atomic
+from alexnet2012.files import DiskFullError, disk_full, fsync_dir, write_atomic
 from alexnet2012.training import hooks
 
 log = logging.getLogger(__name__)
@@ -105,7 +107,11 @@ def save(run_dir: str | Path, payload: dict, step: int, keep: int = 2) -> Path:
         write_atomic(_sidecar(path), f"{_sha256(tmp)}  {path.name}\n")
         hooks.current().in_save(step, "sidecar")  # checksum written, payload not renamed
 
-    write_atomic(path, write, before_rename=checksum)
+    try:
+        write_atomic(path, write, before_rename=checksum)
+    except DiskFullError:
+        needed = sum(t.numel() * t.element_size() for t in _tensors(payload))
+        raise disk_full(path, needed) from None
     hooks.current().in_save(step, "rename")  # renamed, old checkpoints still there
     fsync_dir(folder)
     log.info("saved checkpoint %s", path)
@@ -117,6 +123,24 @@ def save(run_dir: str | Path, payload: dict, step: int, keep: int = 2) -> Path:
     return path
 
 
+def remove_strays(run_dir: str | Path) -> None:
+    """Delete what an interrupted save left in ``run_dir``'s checkpoints (at a run's start)."""
+    folder = Path(run_dir) / "checkpoints"
+    if folder.is_dir():
+        _remove_strays(folder)
+
+
+def check_space(run_dir: str | Path) -> None:
+    """:class:`DiskFullError` unless the disk has room for one more checkpoint (the newest's
+    size and 5%), so a resumed run does not train up to a save that cannot be written."""
+    found = checkpoints(run_dir)
+    if not found:
+        return
+    needed = int(found[0].stat().st_size * 1.05)
+    if shutil.disk_usage(found[0].parent).free < needed:
+        raise disk_full(found[0].parent / "ckpt-next.pt", needed)
+
+
 def _remove_strays(folder: Path) -> None:
     """Delete what an interrupted save leaves: ``*.tmp`` files and sidecars without a payload."""
     for p in folder.iterdir():
@@ -124,6 +148,14 @@ def _remove_strays(folder: Path) -> None:
         if p.name.endswith(".tmp") or orphan:
             p.unlink(missing_ok=True)
             log.info("removed %s, left by an interrupted save", p)
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

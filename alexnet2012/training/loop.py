@@ -27,7 +27,7 @@ from alexnet2012.training import hooks, results, snapshot
 from alexnet2012.training.evaluate import evaluate
 from alexnet2012.training.optim import build_optimizer
 from alexnet2012.training.progress import progress
-from alexnet2012.training.run import Run, resolve_run_dir
+from alexnet2012.training.run import Run, claim, resolve_run_dir
 from alexnet2012.training.schedule import build_schedule
 from alexnet2012.training.snapshot import TrainingError
 from alexnet2012.training.step import TrainStep
@@ -38,21 +38,25 @@ __all__ = ["TrainingError", "evaluate", "run"]
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, resume: bool = False, env: torchrun.Env | None = None) -> dict:
+def run(
+    cfg: Config, resume: bool = False, env: torchrun.Env | None = None, replace: bool = False
+) -> dict:
     """Train ``cfg`` (or continue the run in ``cfg.run.dir`` when ``resume``); the summary.
 
     ``env``: an already started process group (tests); by default torchrun's, or one process.
+    ``replace``: start afresh in a folder where an earlier run stopped before its first
+    checkpoint (its files are set aside, not deleted).
     """
     with stop_on_signals():
         if env is not None:
             with torchrun.peer_failures(env, cfg.parallel.timeout_s, cfg.run.dir):
-                return _train(cfg, env, resume)
+                return _train(cfg, env, resume, replace)
         with torchrun.session(cfg.parallel.timeout_s, cfg.train.device) as env:
             with torchrun.peer_failures(env, cfg.parallel.timeout_s, cfg.run.dir):
-                return _train(cfg, env, resume)
+                return _train(cfg, env, resume, replace)
 
 
-def _train(cfg: Config, env, resume: bool) -> dict:
+def _train(cfg: Config, env, resume: bool, replace: bool) -> dict:
     torch.manual_seed(cfg.seed)
     t = cfg.train
     data = build_data(cfg, input_size(cfg), env.device)
@@ -60,6 +64,15 @@ def _train(cfg: Config, env, resume: bool) -> dict:
     ex, forward = build_execution(cfg, env, data.num_classes, data.in_channels)
     opt = build_optimizer(ex.named_parameters(), t)
     r = Run(resolve_run_dir(cfg, env), cfg, env, ex, opt, build_schedule(opt, t))
+    claim(r, resume, replace)  # this job's folder from here on
+    try:
+        return _loop(r, forward, data, per_epoch, resume)
+    finally:
+        r.release()
+
+
+def _loop(r: Run, forward, data, per_epoch: int, resume: bool) -> dict:
+    cfg, env, ex, opt, t = r.cfg, r.env, r.ex, r.opt, r.cfg.train
     state = snapshot.begin(r, resume)  # fresh, or restored
     checked = state.step  # the loss is known finite up to here
     logger = make_logger(r.dir, config.to_dict(cfg), cfg.wandb, env.is_main,

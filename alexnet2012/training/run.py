@@ -8,15 +8,20 @@ the folder (never a folder an earlier job left there).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from alexnet2012.config import Config, ConfigError
+from alexnet2012.files import DiskFullError
 from alexnet2012.parallel import comm, torchrun
-from alexnet2012.training.checkpoint import checkpoints, resumable_by
+from alexnet2012.training.checkpoint import check_space, checkpoints, remove_strays, resumable_by
+from alexnet2012.training.runlock import RunFolderError, RunLock, earlier_run, set_aside
 from alexnet2012.training.state import RunState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,6 +35,13 @@ class Run:
     opt: object  # torch.optim.Optimizer
     sched: object  # training.schedule schedule
     state: RunState | None = None
+    lock: RunLock | None = None  # held by the main rank from the start of the run
+
+    def release(self) -> None:
+        """Free the run folder for other jobs (the process's end does it too)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def start_policy(cfg: Config, resume: bool) -> bool:
@@ -57,13 +69,57 @@ def _restarted(cfg: Config) -> bool:
     return resumable_by(run_dir, job)
 
 
+def claim(run: Run, resume: bool, replace: bool = False) -> None:
+    """Make ``run.dir`` this job's: the main rank takes its lock, clears what an interrupted
+    save left, and checks the folder (a fresh run: no earlier run in it, or ``replace``; a
+    resumed one: room for a checkpoint). Every rank raises the same error when that fails."""
+    problem = None
+    if run.env.is_main:
+        try:
+            run.lock = RunLock(run.dir).acquire()
+            remove_strays(run.dir)
+            if resume:
+                check_space(run.dir)
+            else:
+                _check_fresh(run.dir, replace)
+        except (RunFolderError, DiskFullError) as e:
+            run.release()
+            problem = (isinstance(e, DiskFullError), str(e))
+    problem = comm.broadcast_object(problem, run.env.world, src=0)
+    if problem:
+        raise (DiskFullError if problem[0] else RunFolderError)(problem[1])
+
+
+def _check_fresh(run_dir: Path, replace: bool) -> None:
+    names = earlier_run(run_dir)
+    if not names or checkpoints(run_dir):  # a folder with checkpoints: snapshot.begin refuses
+        return
+    job = torchrun.restartable_job()
+    if job and torchrun.restart_count() > 0 and resumable_by(run_dir, job):
+        return  # a restart of the job that started it, before its first checkpoint
+    if replace:
+        dest = set_aside(run_dir, names)
+        log.info("run.dir %s: the earlier run's %s moved to %s", run_dir, ", ".join(names), dest)
+        return
+    raise RunFolderError(
+        f"{run_dir} holds an earlier run's {', '.join(names)} but no checkpoint (a run stopped "
+        "in its first epoch?); start over there with --replace (its files are moved into a "
+        "replaced-<time> folder), or choose another run.dir"
+    )
+
+
 def resolve_run_dir(cfg: Config, env) -> Path:
-    """``run.dir``, or ``runs/<model>-<time>`` chosen on the main rank and shared."""
-    name = cfg.run.dir
-    if not name:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = comm.broadcast_object(f"runs/{cfg.model.name}-{stamp}", env.world, src=0)
-    path = Path(name)
+    """``run.dir``, or ``runs/<model>-<time>``, created by the main rank; every rank gets the
+    same folder, or the same :class:`RunFolderError` when it cannot be created."""
+    name = cfg.run.dir or f"runs/{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    problem = None
     if env.is_main:
-        path.mkdir(parents=True, exist_ok=True)
-    return path
+        try:
+            Path(name).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            why = e.strerror or str(e)
+            problem = f"run.dir {name}: cannot create the folder ({why}); choose another"
+    name, problem = comm.broadcast_object((name, problem), env.world, src=0)
+    if problem:
+        raise RunFolderError(problem)
+    return Path(name)
