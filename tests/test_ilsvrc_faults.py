@@ -98,8 +98,8 @@ def test_disk_full_is_one_line_and_resumable(archives, tmp_path, monkeypatch, ca
     assert "disk full (No space left on device)" in err and "rerun the same command" in err
     with pytest.raises(DataError, match="unfinished"):
         Store(tmp_path / "dst")
-    monkeypatch.setattr(writer, "_pwrite", real)
-    summary = prepare_main(str(archives), str(tmp_path / "dst"), size=32, workers=0)
+    monkeypatch.setattr(writer, "_pwrite", real)  # chunk=1: the first run's 1024 stays in force
+    summary = prepare_main(str(archives), str(tmp_path / "dst"), size=32, workers=0, chunk=1)
     assert summary["resumed"] and summary["val"] == 8
     prepare_main(str(archives), str(tmp_path / "unbroken"), size=32, workers=0)
     assert files_of(tmp_path / "dst") == files_of(tmp_path / "unbroken")
