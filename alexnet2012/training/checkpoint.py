@@ -45,6 +45,11 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def step_of(path: Path) -> int:
+    """The step of checkpoint file ``path`` (``ckpt-00000012.pt`` -> 12)."""
+    return int(_NAME.match(path.name).group(1))
+
+
 def checkpoints(run_dir: str | Path) -> list[Path]:
     """Finished checkpoints in ``run_dir/checkpoints``, newest (highest step) first."""
     folder = Path(run_dir) / "checkpoints"

@@ -27,7 +27,7 @@ from alexnet2012.training import hooks, results, snapshot
 from alexnet2012.training.evaluate import evaluate
 from alexnet2012.training.optim import build_optimizer
 from alexnet2012.training.progress import progress
-from alexnet2012.training.run import Run, claim, resolve_run_dir
+from alexnet2012.training.run import Run, claim, resolve_run_dir, resume_advice
 from alexnet2012.training.schedule import build_schedule
 from alexnet2012.training.snapshot import TrainingError
 from alexnet2012.training.step import TrainStep
@@ -170,7 +170,6 @@ def _check_finite(metrics: dict, checked: int, step: int, run_dir) -> None:
     if not math.isfinite(loss):
         steps = f"at step {step}" if step == checked + 1 else f"in steps {checked + 1}-{step}"
         raise TrainingError(
-            f"training loss became {loss} {steps}; stopped before saving it, the last good "
-            f"checkpoint in {run_dir} is kept. Lower train.lr or check the data, then "
-            f"continue with: alexnet2012 train --resume {run_dir} train.lr=..."
+            f"training loss became {loss} {steps}; stopped before saving it. "
+            f"{resume_advice(run_dir)}"
         )

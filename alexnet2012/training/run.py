@@ -8,7 +8,9 @@ the folder (never a folder an earlier job left there).
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -17,7 +19,13 @@ from pathlib import Path
 from alexnet2012.config import Config, ConfigError
 from alexnet2012.files import DiskFullError
 from alexnet2012.parallel import comm, torchrun
-from alexnet2012.training.checkpoint import check_space, checkpoints, remove_strays, resumable_by
+from alexnet2012.training.checkpoint import (
+    check_space,
+    checkpoints,
+    remove_strays,
+    resumable_by,
+    step_of,
+)
 from alexnet2012.training.runlock import RunFolderError, RunLock, earlier_run, set_aside
 from alexnet2012.training.state import RunState
 
@@ -123,3 +131,34 @@ def resolve_run_dir(cfg: Config, env) -> Path:
     if problem:
         raise RunFolderError(problem)
     return Path(name)
+
+
+def resume_advice(run_dir) -> str:
+    """Which checkpoint to continue from after a diverged loss, with the loss each was saved at
+    (the newest may already be diverged, though finite)."""
+    saved = checkpoints(run_dir)  # newest first
+    if not saved:
+        return (f"No checkpoint was saved yet in {run_dir}: lower train.lr or check the data "
+                "and start again")  # fmt: skip
+    losses = {}
+    try:
+        for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            if "train/loss" in row:
+                losses[row["step"]] = row["train/loss"]
+    except (OSError, ValueError):
+        pass  # a rank without the run folder, or a line cut short
+    lowest = min(losses.values(), default=math.nan)
+    kept = [(p, step_of(p)) for p in saved]
+    notes = [f"step {at} (training loss {losses.get(at, math.nan):.4g})" for _, at in kept]
+    # a checkpoint saved before the loss rose: its loss within twice the lowest logged
+    sound = [p for p, at in kept if losses.get(at, math.inf) <= 2 * lowest]
+    pick = sound[0] if sound else saved[0]
+    how = (
+        f"alexnet2012 train --resume {run_dir} train.lr=..."
+        if pick == saved[0]
+        else f"remove the newer checkpoints from {Path(run_dir) / 'checkpoints'} so that "
+        f"{pick.name} is the newest, then alexnet2012 train --resume {run_dir} train.lr=..."
+    )
+    return (f"Checkpoints kept in {run_dir}: {', '.join(notes)}; the lowest logged loss was "
+            f"{lowest:.4g}. Lower train.lr or check the data, then: {how}")  # fmt: skip

@@ -16,7 +16,7 @@ from alexnet2012 import config
 from alexnet2012.parallel import comm, torchrun
 from alexnet2012.training import checkpoint
 from alexnet2012.training.optim import load_optimizer_state_by_name, optimizer_state_by_name
-from alexnet2012.training.run import Run
+from alexnet2012.training.run import Run, resume_advice
 from alexnet2012.training.state import RunState
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ def save(run: Run) -> None:
     bad = [k for k, v in data["model"].items() if not torch.isfinite(v).all()]
     if bad:  # every rank holds the whole state, so all ranks stop here together
         raise TrainingError(
-            f"weights {bad[0]} became non-finite by step {state.step}; not saved, the last "
-            f"good checkpoint in {run_dir} is kept. Lower train.lr, then --resume {run_dir}"
+            f"weights {bad[0]} became non-finite by step {state.step}; not saved. "
+            f"{resume_advice(run_dir)}"
         )
     if run.env.is_main:
         checkpoint.save(run_dir, data, state.step)

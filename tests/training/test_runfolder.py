@@ -235,3 +235,25 @@ def test_lock_file_names_its_holder(tmp_path):
         assert time.time() - started < 1
     finally:
         lock.release()
+
+
+def test_diverged_runs_name_the_checkpoint_to_continue_from(tmp_path):
+    from alexnet2012.training.run import resume_advice
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    assert "No checkpoint was saved yet" in resume_advice(run_dir)
+    rows = {2: 0.8, 4: 0.9, 6: 30.0, 8: 425.0}  # the loss rose after step 4
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(f'{{"step": {s}, "train/loss": {v}}}\n' for s, v in rows.items())
+    )
+    for step in (4, 8):
+        (run_dir / "checkpoints" / f"ckpt-{step:08d}.pt").write_bytes(b"x")
+    advice = resume_advice(run_dir)
+    assert "step 8 (training loss 425), step 4 (training loss 0.9)" in advice
+    assert "so that ckpt-00000004.pt is the newest" in advice
+    rows[8] = 1.2  # still near the lowest: continue from the newest
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(f'{{"step": {s}, "train/loss": {v}}}\n' for s, v in rows.items())
+    )
+    assert resume_advice(run_dir).endswith(f"alexnet2012 train --resume {run_dir} train.lr=...")
