@@ -46,11 +46,33 @@ def lrn(x, size: int, alpha: float, beta: float, k: float):
     """``F.local_response_norm`` for (N, C, H, W), as a sum of shifted squares (2x faster on CPU).
 
     The window is centred and clipped at the channel edges (zero padding), alpha divided by size.
+    Computed in fp32 whatever the autocast (:func:`in_fp32`).
     """
-    c = x.shape[1]
-    sq = F.pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))  # pad the channel axis
-    window = sum(sq[:, i : i + c] for i in range(size))
-    return x / (k + alpha / size * window).pow(beta)
+
+    def norm(x):
+        c = x.shape[1]
+        sq = F.pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))  # pad the channel axis
+        window = sum(sq[:, i : i + c] for i in range(size))
+        return x / (k + alpha / size * window).pow(beta)
+
+    return in_fp32(norm, x)
+
+
+def in_fp32(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` computed in (at least) fp32 with autocast off, returned in the autocast dtype.
+
+    Under bf16 autocast the squares and ``k + alpha * sum`` of a response norm would be bf16:
+    ``2 + s`` drops any ``s`` below 0.008, so the denominators move in steps of 0.4-0.8%. Here
+    they are fp32, and the result is cast to the autocast dtype, so the exchange after the norm
+    (conv3's input) travels in bf16 as every other activation does. Without autocast: ``fn(x)``
+    in ``x``'s dtype, the same operations as before (CPU results are bit-identical).
+    """
+    device = x.device.type
+    if not torch.is_autocast_enabled(device):
+        return fn(x)
+    with torch.autocast(device, enabled=False):
+        out = fn(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x)
+    return out.to(torch.get_autocast_dtype(device))
 
 
 class CrossLRN(nn.Module):
@@ -75,6 +97,9 @@ class SpatialNorm(nn.Module):
         self.size, self.scale, self.beta, self.k = size, scale, beta, k
 
     def forward(self, x):
+        return in_fp32(self._norm, x)  # fp32 under autocast, as LRN (lrn)
+
+    def _norm(self, x):
         sq = F.avg_pool2d(x * x, self.size, 1, self.size // 2, count_include_pad=True)
         return x / (self.k + self.scale * sq).pow(self.beta)
 
@@ -85,14 +110,20 @@ class TowerDropout(TowerOp):
     The two-rank run and the one-process network therefore draw the same bits for the same
     units, and a resumed run draws what an unbroken one would. ``style``: ``paper`` masks in
     training and multiplies by 0.5 at test ([P] §4.2, [C12]); ``inverted`` scales by 2 in
-    training instead; ``none`` is the identity.
+    training instead; ``none`` is the identity. ``width``: units per tower.
+
+    The trainer draws each step's mask before the forward pass (:func:`set_dropout_step` with
+    the batch size), so a compiled forward reads it as an input: no generator inside the graph
+    (a graph break) and no step number in it (a recompile per step). Without a drawn mask of the
+    input's shape the forward draws the same bits itself.
     """
 
-    def __init__(self, towers=2, p=0.5, style="paper", layer=0):
+    def __init__(self, towers=2, p=0.5, style="paper", layer=0, width=0):
         super().__init__(towers)
-        self.p, self.style, self.layer = p, style, layer
+        self.p, self.style, self.layer, self.width = p, style, layer, width
         self.seed = 0
         self.step = 0  # set by the trainer before each forward (set_dropout_step)
+        self.keep: torch.Tensor | None = None  # (N, towers * width) bool: this step's mask
 
     def forward(self, x):
         if self.style == "none":
@@ -100,22 +131,35 @@ class TowerDropout(TowerOp):
         if not self.training:
             return x * (1 - self.p) if self.style == "paper" else x
         scale = 1.0 if self.style == "paper" else 1.0 / (1 - self.p)
-        return self.per_tower(x, lambda part, t: part * self._mask(part, t) * scale)
+        keep = self.keep
+        if keep is None or keep.shape != x.shape or keep.device != x.device:
+            keep = self.draw(x.shape[0], x.shape[1] // self.towers, x.device)
+        return x * keep.to(x.dtype) * scale  # per element as part * mask * scale per tower
 
-    def _mask(self, part, tower):
-        g = torch.Generator(device=part.device)
-        g.manual_seed(((self.seed * 1_000_003 + self.step) * 101 + self.layer) * 7 + tower)
-        keep = torch.rand(part.shape, generator=g, device=part.device) >= self.p
-        return keep.to(part.dtype)
+    def draw(self, batch: int, width: int, device) -> torch.Tensor:
+        """This step's keep mask (batch, towers * width): tower by tower, each from its own
+        generator seeded by (seed, step, layer, tower), drawn on ``device``."""
+        parts = []
+        for t in range(self.tower, self.tower + self.towers):
+            g = torch.Generator(device=device)
+            g.manual_seed(((self.seed * 1_000_003 + self.step) * 101 + self.layer) * 7 + t)
+            parts.append(torch.rand((batch, width), generator=g, device=device) >= self.p)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-def set_dropout_step(module: nn.Module, step: int, seed: int | None = None) -> None:
-    """Tell every TowerDropout in ``module`` which training step (and seed) it is in."""
+def set_dropout_step(
+    module: nn.Module, step: int, seed: int | None = None, batch: int = 0, device=None
+) -> None:
+    """Tell every TowerDropout in ``module`` which training step (and seed) it is in; with
+    ``batch`` (and the ``device``), draw the step's masks now, outside any compiled forward."""
     for m in module.modules():
         if isinstance(m, TowerDropout):
             m.step = step
             if seed is not None:
                 m.seed = seed
+            m.keep = None
+            if batch and m.width and m.training and m.style != "none":
+                m.keep = m.draw(batch, m.width, torch.device(device or "cpu"))
 
 
 class Overhang(nn.Module):

@@ -220,8 +220,8 @@ class AlexNet2012(nn.Module):
         self.conv3.post = nn.Sequential(*relu)
         self.conv4.post = nn.Sequential(nn.ReLU())
         self.conv5.post = nn.Sequential(*ops(p.conv5_ops), nn.Flatten())
-        self.fc6.post = nn.Sequential(nn.ReLU(), TowerDropout(self.towers, style=dropout, layer=6))
-        self.fc7.post = nn.Sequential(nn.ReLU(), TowerDropout(self.towers, style=dropout, layer=7))
+        self.fc6.post = nn.Sequential(nn.ReLU(), TowerDropout(self.towers, style=dropout, layer=6, width=c[5] // self.towers))
+        self.fc7.post = nn.Sequential(nn.ReLU(), TowerDropout(self.towers, style=dropout, layer=7, width=c[6] // self.towers))
         self.reset_parameters(seed)
 
     def blocks(self) -> list[Block]:

@@ -7,7 +7,9 @@
 Writes ``report.md`` (the tables), ``curves.png`` (training loss and validation top-1 error of
 every run against the step) and ``throughput.png`` (images/s, peak memory per rank) into
 ``--out`` (default: ``report`` next to the first run folder) and prints the run table. Runs
-whose configs differ only in the seed form a group, reported as mean ± std over seeds.
+whose configs differ only in the seed form a group, reported as mean ± std over seeds. When W&B
+is on for the compared runs, the report is also a W&B run of job type ``report``
+(:mod:`.wandb_report`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from alexnet2012.report import plots
 from alexnet2012.report.paper import paper_section
 from alexnet2012.report.runs import Group, Run, RunError, group_runs, load_runs
 from alexnet2012.report.stats import NOISE_RULE, pm, verdict
+from alexnet2012.report.wandb_report import log_report
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +182,9 @@ def main(args) -> int:
         runs += wandb_runs(args.wandb)
     out = args.out or (Path(args.runs[0]).parent / "report" if args.runs else Path("report"))
     result = build_report(runs, out, paper=args.paper)
+    wandb_id = log_report(runs, result, out)
     print("\n".join(result["table"]))
+    if wandb_id:
+        print(f"W&B report run {wandb_id} (job type report) in {Path(out) / 'wandb'}")
     print(f"\nwrote {result['report']}, curves.png and throughput.png in {Path(out)}")
     return 0

@@ -100,7 +100,7 @@ def _loop(r: Run, forward, data, per_epoch: int, resume: bool) -> dict:
             end_of_epoch = state.step % per_epoch == 0 or state.step == total
             save_now = t.checkpoint_every and state.step % t.checkpoint_every == 0
             if state.step % max(t.log_every, 1) == 0 or end_of_epoch or save_now:
-                metrics = state.flush(ex, opt, images)
+                metrics = {**state.flush(ex, opt, images), "epoch": state.step / per_epoch}
                 _check_finite(metrics, checked, state.step, r.dir)  # before any save
                 checked = state.step
                 logger.log(metrics, state.step)

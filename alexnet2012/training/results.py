@@ -26,10 +26,12 @@ def summary(run: Run, data) -> dict:
             res = evaluate(ex, data, cfg, views, "test")
         out.update(res)
     params = ex.model.parameters()
-    mine = [ex.param_bytes(), peak_memory(env.device), sum(p.numel() for p in params)]
+    sent, steps = env.group.bytes_sent, max(state.steps_run, 1)
+    wait = sum(env.group.wait_s.values()) / max(state.train_time, 1e-9)
+    mine = [ex.param_bytes(), peak_memory(env.device), sum(p.numel() for p in params),
+            sum(sent.values()) / steps, wait]  # fmt: skip
     mine = torch.tensor([mine], dtype=torch.float64, device=env.device)
     per_rank = comm.all_gather_cat(mine, env.world, 0).tolist()  # one row per rank
-    sent, steps = env.group.bytes_sent, max(state.steps_run, 1)
     out.update(state.summary(cfg.train.batch_size * env.data.size))
     out.update({
         "model": cfg.model.name, "preset": cfg.model.preset, "world_size": env.world_size,
@@ -37,9 +39,11 @@ def summary(run: Run, data) -> dict:
         "params_per_rank": [int(v[2]) for v in per_rank],
         "param_bytes_per_rank": [int(v[0]) for v in per_rank],
         "peak_memory_per_rank": [int(v[1]) for v in per_rank],
+        "bytes_exchanged_per_step_per_rank": [v[3] for v in per_rank],
+        "exchange_wait_share_per_rank": [v[4] for v in per_rank],
         "bytes_exchanged_per_step": sum(sent.values()) / steps,
         "bytes_exchanged_per_point": {k: v / steps for k, v in sent.items()},
-        "exchange_wait_share": sum(env.group.wait_s.values()) / max(state.train_time, 1e-9),
+        "exchange_wait_share": wait,
         "device": str(env.device), "torch": torch.__version__,
         "final_lr": run.opt.param_groups[0]["lr"], "wall_s": time.time() - state.started,
     })  # fmt: skip

@@ -55,6 +55,16 @@ def _number(v):
     return v if isinstance(v, int | float) else float(v)  # tensors and numpy scalars
 
 
+def per_rank_keys(d: dict) -> dict:
+    """``d`` with each ``*_per_rank`` list also as one key per rank (``..._per_rank/rank1``),
+    so W&B shows every rank's figure, not a list it cannot chart."""
+    out = dict(d)
+    for key, value in d.items():
+        if key.endswith("_per_rank") and isinstance(value, list):
+            out.update({f"{key}/rank{i}": v for i, v in enumerate(value)})
+    return out
+
+
 class RunLogger:
     """Writes one run folder; forwards the same numbers to W&B when ``wandb_cfg`` asks for it.
 
@@ -118,6 +128,10 @@ class RunLogger:
                 resume="allow",  # a resumed run continues the same W&B run
                 settings=settings,
             )
+            # one x axis for runs of any batch size or replica count (metrics carry it)
+            self._wandb.define_metric("images_seen")
+            for prefix in ("train/*", "val/*", "val10/*", "epoch"):
+                self._wandb.define_metric(prefix, step_metric="images_seen")
         except Exception as e:
             self._wandb_failed("init", e)
         else:
@@ -149,7 +163,7 @@ class RunLogger:
         write_atomic(self.run_dir / SUMMARY, json.dumps(self._summary, indent=2) + "\n")
         if self._wandb is not None:
             try:
-                self._wandb.summary.update(d)
+                self._wandb.summary.update(per_rank_keys(d))
             except Exception as e:
                 self._wandb_failed("summary", e)
 
