@@ -25,6 +25,29 @@ from alexnet2012.files import DiskFullError
 USER_ERRORS = (ValueError, OSError)  # bad values, files and paths: one line, exit 2
 EXIT_USER_ERROR = 2
 EXIT_DISK_FULL = 3  # a write found no space; what was saved before is intact
+RAW = argparse.RawDescriptionHelpFormatter  # examples keep their own lines
+TRAIN_HELP = """Train a run: an epoch, a validation, a checkpoint; repeat.
+
+    alexnet2012 train --config configs/debug.yaml train.max_steps=20 run.dir=runs/dbg
+    torchrun --standalone --nproc_per_node=2 -m alexnet2012 train --config configs/debug.yaml
+    alexnet2012 train --resume runs/dbg train.max_steps=40
+
+Exit status: 0 done, 2 bad input (nothing started, nothing saved is touched), 3 disk full (what
+was saved is intact), 1 stopped (a non-finite loss, a lost peer), 130 stopped by a signal after
+saving; docs/failures.md has each message.
+"""
+PREPARE_HELP = """Resize an image set once (shorter side to --size, centre square crop) into a store
+that training reads fast, with its mean image and RGB PCA (ref §3).
+
+    alexnet2012 prepare /data/imagenet /data/ilsvrc2012-256
+    alexnet2012 prepare /data/imagenet /data/ilsvrc2012-256 --on-bad stop
+"""
+SUMMARY_HELP = """Per-layer output shapes, parameters and multiply-adds of the configured network,
+per tower and in total; with --init, its health at initialisation on a real batch.
+
+    alexnet2012 summary --config configs/imagenet_2012.yaml
+    alexnet2012 summary --init --config configs/fashion_mnist_2012.yaml
+"""
 
 
 def _config(args):
@@ -83,8 +106,8 @@ def cmd_summary(args) -> int:
     channels = args.channels or channels
     model = build_model(cfg, classes, channels)
     size = input_size(cfg)
-    print(f"{cfg.model.name} (preset {cfg.model.preset}), input {channels}x{size}x{size}, "
-          f"{classes} classes")  # fmt: skip
+    preset = f" (preset {cfg.model.preset})" if cfg.model.name == "alexnet2012" else ""
+    print(f"{cfg.model.name}{preset}, input {channels}x{size}x{size}, {classes} classes")
     print(format_table(layer_table(model, channels, size)))
     return 0
 
@@ -113,7 +136,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alexnet2012", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a model (plain, or under torchrun for two towers)")
+    t = sub.add_parser(
+        "train",
+        help="train a model (plain, or under torchrun for two towers)",
+        description=TRAIN_HELP,
+        formatter_class=RAW,
+    )
     t.add_argument("--config", help="YAML file of overrides (configs/*.yaml)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     t.add_argument(
@@ -125,7 +153,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value, e.g. train.epochs=3 seed=1")
     t.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("summary", help="per-layer shapes, parameters and multiply-adds")
+    s = sub.add_parser(
+        "summary",
+        help="per-layer shapes, parameters and multiply-adds",
+        description=SUMMARY_HELP,
+        formatter_class=RAW,
+    )
     s.add_argument("--config")
     s.add_argument(
         "--classes", type=_at_least(0), default=0, help="default: 10 for Fashion-MNIST, else 1000"
@@ -143,7 +176,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*")
     s.set_defaults(fn=cmd_summary, resume=None)
 
-    r = sub.add_parser("prepare", help="resize an image tree once into a fast store (ref §3)")
+    r = sub.add_parser(
+        "prepare",
+        help="resize an image tree once into a fast store (ref §3)",
+        description=PREPARE_HELP,
+        formatter_class=RAW,
+    )
     r.add_argument("src", help="folder with train/ and val/ ImageFolder trees, or one tree")
     r.add_argument("dst", help="output folder")
     r.add_argument("--size", type=_at_least(32), default=256, help="stored side in pixels")
@@ -160,7 +198,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             if e.name and module.startswith(e.name):
                 continue  # not part of this installation
             raise
-        c = sub.add_parser(name, help=text, description=mod.__doc__)
+        c = sub.add_parser(name, help=text, description=mod.__doc__, formatter_class=RAW)
         mod.add_arguments(c)
         c.set_defaults(fn=mod.main)
     return p

@@ -6,11 +6,14 @@ silent switch to another copy; otherwise, in order:
 
 1. ``/usr/share/datasets/fashion-mnist`` (Debian: ``apt-get install -y dataset-fashion-mnist``),
 2. ``~/.cache/alexnet2012/fashion-mnist``, downloading there with torchvision only when the
-   download server can be reached.
+   download server can be reached. Processes that share the cache (the local ranks of a job)
+   take turns under a file lock: one downloads, the others wait and then find the files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import socket
 from pathlib import Path
@@ -89,6 +92,31 @@ def download(cache: Path) -> dict[str, Path] | None:
     return find_files(cache)
 
 
+@contextlib.contextmanager
+def _cache_lock(cache: Path):
+    """Hold an exclusive lock on ``cache`` (blocking) while looking and downloading there, so
+    one process downloads and the others wait for it instead of writing the same files. Without
+    a writable cache folder there is nothing to lock and nothing a download could write."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        f = open(cache / ".download.lock", "a")  # noqa: SIM115 (closed below)
+    except OSError:
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def _cached_or_download(cache: Path) -> dict[str, Path] | None:
+    """The files in ``cache``, downloaded there first if need be; one process at a time (files
+    being downloaded by another process are not looked at half written)."""
+    with _cache_lock(cache):
+        if (found := find_files(cache)) is not None:  # there, or another process fetched them
+            return found
+        return download(cache)
+
+
 def _root_problem(folder: Path) -> str:
     """What is wrong with a ``data.root`` that :func:`find_files` did not accept."""
     if not folder.is_dir():
@@ -118,12 +146,10 @@ def locate(root: str | Path = "", system_dir: Path = SYSTEM_DIR, cache: Path = C
             f"data.root empty to use the Debian package (apt-get install -y "
             f"dataset-fashion-mnist, into {system_dir}) or a download into {cache}."
         )
-    tried = []
-    for folder in (system_dir, cache):
-        tried.append(str(folder))
-        if (found := find_files(folder)) is not None:
-            return found
-    if (found := download(cache)) is not None:
+    if (found := find_files(system_dir)) is not None:
+        return found
+    tried = [str(system_dir), str(cache)]
+    if (found := _cached_or_download(cache)) is not None:
         return found
     raise DataError(
         f"Fashion-MNIST not found (looked for {names} in {', '.join(tried)}). Any one of these "

@@ -29,6 +29,7 @@ from alexnet2012.data.transforms import (
     pca_noise,
     random_crop_flip,
     ten_views,
+    to_device,
 )
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ class FashionMNISTData(Data):
         )
 
     def _fetch(self, split, idx):
-        idx = idx.to(self.device)
+        idx = to_device(idx, self.device)  # no host sync in the step
         return self.x[split][idx], self.y[split][idx]
 
     def _scaled(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,7 +152,6 @@ class FolderData(Data):
             self.pca = (store.pca_stdevs, store.pca_eigvecs)
         # ref §1.3: [C12] (the "original" preset) draws one crop and flip per 32 images
         self.per_chunk = C12_CROP_CHUNK if cfg.model.preset == "original" else None
-        self.pin = device.type == "cuda"
         super().__init__(
             name="imagefolder",
             classes=store.classes,
@@ -169,10 +169,10 @@ class FolderData(Data):
         batch[order] = self.images[split][rows[order]]  # read the memmap in file order
         x = torch.from_numpy(batch)
         y = torch.from_numpy(self.labels[split][rows])
-        if self.pin:
-            x, y = x.pin_memory(), y.pin_memory()
-        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (B, 3, 256, 256) uint8
-        return x, y.to(self.device, non_blocking=True)
+        # pinned, non-blocking: queued on this thread's current stream, the default stream the
+        # trainer computes on, so it is ordered before the step that uses it
+        x = to_device(x, self.device).permute(0, 3, 1, 2)  # (B, 3, 256, 256) uint8
+        return x, to_device(y, self.device)
 
     def _from_centred(self, x: torch.Tensor) -> torch.Tensor:
         """Mean-subtracted 0-255 pixels -> the configured input scale."""
@@ -238,7 +238,7 @@ class SyntheticData(Data):
 
     def _fetch(self, split, idx):
         labels, noise = self.latent[split]
-        idx = idx.to(self.device)
+        idx = to_device(idx, self.device)  # no host sync in the step
         y = labels[idx]
         s = self.input_size
         smooth = F.interpolate(noise[idx], size=(s, s), mode="bilinear", align_corners=False)

@@ -1,8 +1,9 @@
 """Batched augmentation of image tensors (N, C, H, W) on whatever device they live (ref §3).
 
 Random numbers come from a CPU ``torch.Generator`` passed in and are moved to ``x.device``
-afterwards, so one generator state gives bit-identical crops, flips and colour noise on every
-device and every rank. Pixel values are in 0-255 units throughout, as in [C12].
+afterwards (:func:`to_device`: pinned and non-blocking, so the training step never waits for the
+copy), so one generator state gives bit-identical crops, flips and colour noise on every device
+and every rank. Pixel values are in 0-255 units throughout, as in [C12].
 """
 
 from __future__ import annotations
@@ -23,22 +24,36 @@ COLOUR_NOISE_STD = 0.1  # [P] §4.1: alpha ~ N(0, 0.1); [C12] colour-noise coeff
 C12_CROP_CHUNK = 32  # ref §1.3: [C12] draws one crop offset and flip per chunk of 32 images
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor ``t`` on ``device`` without a host synchronisation.
+
+    To a GPU: copied from pinned memory with ``non_blocking``, so the copy is queued on the
+    current stream, before the kernels that use it (a pageable copy makes the host wait for the
+    stream); the caching host allocator keeps the pinned block until the copy has run. To the
+    CPU: ``t`` itself.
+    """
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def crop(x: torch.Tensor, top, left, size: int, flip=None) -> torch.Tensor:
     """Per-image ``size`` x ``size`` crops at (top[i], left[i]), mirrored where flip[i].
 
-    ``top``, ``left``, ``flip``: (N,) tensors (any device). Returns (N, C, size, size).
+    ``top``, ``left``, ``flip``: (N,) tensors on one device (the host: one copy to ``x``'s
+    device for all three). Returns (N, C, size, size).
     """
-    n = x.shape[0]
-    ar = torch.arange(size)
-    rows = top.long().cpu()[:, None] + ar  # (N, size)
-    cols = left.long().cpu()[:, None] + ar  # (N, size)
-    if flip is not None:
-        mirrored = left.long().cpu()[:, None] + (size - 1 - ar)
-        cols = torch.where(flip.bool().cpu()[:, None], mirrored, cols)
-    dev = x.device
+    n, dev = x.shape[0], x.device
+    draws = [top.long(), left.long()] + ([flip.long()] if flip is not None else [])
+    top, left, *mirror = to_device(torch.stack(draws), dev)  # (2 or 3, N): one copy
+    ar = torch.arange(size, device=dev)
+    rows = top[:, None] + ar  # (N, size)
+    cols = left[:, None] + ar  # (N, size)
+    if mirror:
+        cols = torch.where(mirror[0].bool()[:, None], left[:, None] + (size - 1 - ar), cols)
     idx = torch.arange(n, device=dev)[:, None, None]
     # advanced indices around a slice put the indexed dims first: (N, size, size, C)
-    out = x[idx, :, rows.to(dev)[:, :, None], cols.to(dev)[:, None, :]]
+    out = x[idx, :, rows[:, :, None], cols[:, None, :]]
     return out.permute(0, 3, 1, 2).contiguous()
 
 
@@ -117,5 +132,5 @@ def pca_noise(
         rgb = 255.0 * (alpha * (s / 255.0) ** 2) @ v.T  # (N, 3) = V @ (alpha * lambda) per image
     else:
         rgb = (alpha * s) @ v.T
-    out = x + rgb.to(device=x.device, dtype=x.dtype)[:, :, None, None]
+    out = x + to_device(rgb.to(x.dtype), x.device)[:, :, None, None]
     return out / (1.0 + std) if form == "code" else out

@@ -220,8 +220,9 @@ class AlexNet2012(nn.Module):
         self.conv3.post = nn.Sequential(*relu)
         self.conv4.post = nn.Sequential(nn.ReLU())
         self.conv5.post = nn.Sequential(*ops(p.conv5_ops), nn.Flatten())
-        self.fc6.post = nn.Sequential(nn.ReLU(), TowerDropout(self.towers, style=dropout, layer=6, width=c[5] // self.towers))
-        self.fc7.post = nn.Sequential(nn.ReLU(), TowerDropout(self.towers, style=dropout, layer=7, width=c[6] // self.towers))
+        for name, layer, width in (("fc6", 6, c[5]), ("fc7", 7, c[6])):  # width: both towers
+            drop = TowerDropout(self.towers, style=dropout, layer=layer, width=width // self.towers)
+            getattr(self, name).post = nn.Sequential(nn.ReLU(), drop)
         self.reset_parameters(seed)
 
     def blocks(self) -> list[Block]:

@@ -1,10 +1,11 @@
 """Tower groups and the plain collectives (no autograd, not counted): broadcasts, sums,
-gathers and barriers that the trainer, checkpoints and metrics use."""
+gathers and barriers that the trainer, checkpoints and metrics use; and the groups' timeout."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -19,31 +20,87 @@ class TowerGroup:
     ``size == 1``); ``rank`` and ``size`` are this rank's tower index and the number of towers.
     ``bytes_sent[name]`` counts bytes this rank hands to sends and collectives (the logical
     volume: an all-gather of a shard sends ``shard_bytes * (size - 1)``, whatever gloo does
-    underneath); ``wait_s[name]`` is the host time inside those calls (on CUDA, NCCL calls
-    return once enqueued, so it is launch time there, not transfer time).
+    underneath); ``wait_s[name]`` is the time the exchange holds this rank up: on the CPU the
+    host time inside the calls (gloo returns when the transfer is done); on CUDA the time on
+    the compute stream from the call to the exchange's completion, measured with CUDA events
+    (NCCL calls return once enqueued, so host time would only be launch time). The events are
+    read without waiting as they complete, and all of them when ``wait_s`` is read.
     """
 
     group: Any = None  # dist.ProcessGroup | None
     rank: int = 0
     size: int = 1
     bytes_sent: dict[str, int] = field(default_factory=dict)
-    wait_s: dict[str, float] = field(default_factory=dict)
+    _wait_s: dict[str, float] = field(default_factory=dict, repr=False)
+    _pending: list = field(default_factory=list, repr=False)  # (name, start, end) CUDA events
 
     @property
     def enabled(self) -> bool:
         return self.size > 1
 
+    @property
+    def wait_s(self) -> dict[str, float]:
+        """Seconds each exchange held this rank up (waits for the device's pending events)."""
+        self._settle(block=True)
+        return self._wait_s
+
     def reset_counters(self) -> None:
         self.bytes_sent.clear()
-        self.wait_s.clear()
+        self._wait_s.clear()
+        self._pending.clear()
 
     def global_rank(self, group_rank: int) -> int:
         """The default-group rank of tower ``group_rank`` (what send/recv/broadcast take)."""
         return group_rank if self.group is None else dist.get_global_rank(self.group, group_rank)
 
-    def count(self, name: str, nbytes: int, t0: float) -> None:
+    @staticmethod
+    def clock(t: torch.Tensor):
+        """The start mark of an exchange of ``t``, for :meth:`count`: a CUDA event recorded on
+        the current stream for a CUDA tensor, else the host clock."""
+        if not t.is_cuda:
+            return time.perf_counter()
+        start = torch.cuda.Event(enable_timing=True)
+        start.record(torch.cuda.current_stream(t.device))
+        return start
+
+    def count(self, name: str, nbytes: int, t0) -> None:
+        """Add an exchange's bytes and the time since ``t0`` (:meth:`clock`) under ``name``."""
         self.bytes_sent[name] = self.bytes_sent.get(name, 0) + int(nbytes)
-        self.wait_s[name] = self.wait_s.get(name, 0.0) + time.perf_counter() - t0
+        if isinstance(t0, float):
+            self._wait_s[name] = self._wait_s.get(name, 0.0) + time.perf_counter() - t0
+            return
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()  # the stream t0 was recorded on: the current one, as at the start
+        self._pending.append((name, t0, end))
+        self._settle(block=False)
+
+    def _settle(self, block: bool) -> None:
+        """Move the finished events' times into ``_wait_s`` (all of them when ``block``)."""
+        while self._pending and (block or self._pending[0][2].query()):
+            name, start, end = self._pending.pop(0)
+            end.synchronize()  # done already unless ``block``
+            seconds = start.elapsed_time(end) / 1e3
+            self._wait_s[name] = self._wait_s.get(name, 0.0) + seconds
+
+
+def set_timeout(groups, seconds: float) -> None:
+    """Give every distinct process group among ``groups`` (TowerGroups; one-rank groups have
+    none) a timeout of ``seconds`` for the operations started from now on.
+
+    NCCL applies it to every later operation; gloo to its collectives, while a point-to-point
+    receive keeps the timeout the group was created with (measured with torch 2.14).
+    """
+    seen = set()
+    for g in groups:
+        pg = g.group if g.group is not None else dist.group.WORLD
+        if g.size == 1 or id(pg) in seen:
+            continue
+        seen.add(id(pg))
+        _set_timeout(timedelta(seconds=seconds), pg)
+
+
+# public from torch 2.14 (dist.set_timeout); the older name warns there
+_set_timeout = getattr(dist, "set_timeout", None) or dist.distributed_c10d._set_pg_timeout
 
 
 def single() -> TowerGroup:
@@ -61,6 +118,7 @@ def world() -> TowerGroup:
 def broadcast(tensor: torch.Tensor, group: TowerGroup, src: int = 0) -> torch.Tensor:
     """Overwrite ``tensor`` in place with tower ``src``'s and return it."""
     if group.size > 1:
+        _check_dense(tensor)
         dist.broadcast(tensor, src=group.global_rank(src), group=group.group)
     return tensor
 
@@ -68,6 +126,7 @@ def broadcast(tensor: torch.Tensor, group: TowerGroup, src: int = 0) -> torch.Te
 def all_reduce_sum(tensor: torch.Tensor, group: TowerGroup) -> torch.Tensor:
     """Sum ``tensor`` over the towers, in place; returns it."""
     if group.size > 1:
+        _check_dense(tensor)
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group.group)
     return tensor
 
@@ -96,3 +155,10 @@ def barrier(group: TowerGroup) -> None:
     """Wait until every tower reaches this point."""
     if group.size > 1:
         dist.barrier(group=group.group)
+
+
+def _check_dense(t: torch.Tensor) -> None:
+    """In-place collectives need a contiguous tensor (NCCL refuses others; a copy would lose
+    the result); the callers' tensors are, and this says so if one ever is not."""
+    if not t.is_contiguous():
+        raise ValueError(f"a collective got a non-contiguous tensor {tuple(t.shape)}")

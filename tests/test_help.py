@@ -1,0 +1,24 @@
+"""Every command's --help: exit 0, its examples each on a line of their own."""
+
+import re
+
+import pytest
+
+from alexnet2012 import cli
+
+COMMANDS = [["train"], ["summary"], ["prepare"], ["bench"], ["bench", "data"], ["compare"],
+            ["kernels"], ["neighbours"], ["convert"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_keeps_examples_on_their_own_lines(command, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main([*command, "--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: alexnet2012 {' '.join(command)}" in out
+    examples = [line for line in out.splitlines() if line.lstrip().startswith(
+        ("alexnet2012 ", "torchrun "))]  # fmt: skip
+    assert examples, out
+    for line in examples:  # an example line holds one command, not a folded paragraph
+        assert len(re.findall(r"(?<![\w/.-])alexnet2012 [a-z]", line)) == 1, line
