@@ -43,8 +43,11 @@ class Execution(CanonicalState):
         self.replicated = None
         self.model = model
         self.full_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        self.compiled = False
+        self._whole = model  # what one process runs (compiled by compile())
         if self.group.size > 1:
             self._shard(model)
+        self._runs = _segments(model, overlap) if self.group.size > 1 else []
 
     def _shard(self, model: nn.Module) -> None:
         if (why := refusal(model)) is not None:
@@ -96,30 +99,47 @@ class Execution(CanonicalState):
     def forward_local(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` without the data-parallel wrapper."""
         if self.group.size == 1:
-            return self.model(x)
-        g, blocks = self.group, self.model.blocks()
-        for block in blocks[:-1]:
-            if block.cross and self.overlap:
-                x = self._overlapped(block, x)
-                continue
-            if block.cross:  # exchanges follow pooling, as in [P] §3.5: 13x13, 6x6, 2048
-                x = comm.gather_towers(x, g, block.name)
-            x = block(x)  # (N, C/2, ...) this tower's channels
+            return self._whole(x)
+        g, fc8 = self.group, self.model.blocks()[-1]
+        x = self._before_fc8(x, local=False)
         if self.fc8 == "split":
-            return comm.sum_partials(blocks[-1](x), g, "fc8")
+            return comm.sum_partials(fc8(x), g, "fc8")
         x = comm.gather_to_head(x, g, "fc8")
-        return blocks[-1](x) if g.rank == 0 else x
+        return fc8(x) if g.rank == 0 else x
 
-    def _overlapped(self, block, x: torch.Tensor) -> torch.Tensor:
-        """A cross layer as own-tower part + peer part (ref §1: one weight block per input
-        tower, outputs summed), the exchange running while the own part is computed."""
-        r = self.group.rank
-        w = block.weight.chunk(2, dim=1)  # input columns of tower 0, of tower 1
-        x = block.pre(x)
-        buf, pending = comm.swap_start(x, self.group, block.name)
-        own = block.op(x, w[r], block.bias)
-        peer = comm.swap_finish(buf, pending)
-        return block.post(own + block.op(peer, w[1 - r], None))
+    def _before_fc8(self, x: torch.Tensor, local: bool) -> torch.Tensor:
+        """conv1..fc7 on this rank: the runs of blocks between exchanges; ``local``: stand-ins
+        for the exchanges' results (shapes, dtypes, strides), nothing exchanged."""
+        g = self.group
+        for kind, name, run in self._runs:
+            if kind == "swap":
+                x = _overlapped(run, x, g, local)
+                continue
+            if kind == "gather":  # exchanges follow pooling, as in [P] §3.5: 13x13, 6x6, 2048
+                x = comm.gathered_stand_in(x, g) if local else comm.gather_towers(x, g, name)
+            x = run(x)  # (N, C/2, ...) this tower's channels
+        return x
+
+    def compile(self) -> None:
+        """``train.compile``: one process compiles the whole network; a rank compiles each run
+        of blocks between two exchanges, which stay eager (collectives, counters and CUDA
+        events are no graph material), so a tower's conv stack is one graph up to its exchange.
+        fc8 (on one rank, or split) stays eager: one matrix product, not worth a graph."""
+        self.compiled = True
+        if self.group.size == 1:
+            self._whole = torch.compile(self.model)
+            return
+        self._runs = [(k, n, r if k == "swap" else torch.compile(r)) for k, n, r in self._runs]
+
+    def warm_up(self, x: torch.Tensor) -> None:
+        """Compile this rank's forward and backward graphs now, on the shapes of batch ``x``,
+        exchanging nothing: in a first compiled step each rank would compile its graphs between
+        exchanges, and a peer would wait in the exchange for as long as the slower rank compiles
+        (rank 0 also fc8 and the loss). Call where the step runs (autocast, layout, dropout masks
+        drawn); it leaves gradients behind, which the step's ``zero_grad`` clears."""
+        if not self.compiled or self.group.size == 1:
+            return
+        self._before_fc8(x, local=True).float().sum().backward()
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy where the logits are; elsewhere a zero that carries the exchange back."""
@@ -147,13 +167,45 @@ class _Tower(nn.Module):
         return self._forward(x)
 
 
+def _segments(model: nn.Module, overlap: bool) -> list[tuple[str, str, nn.Module]]:
+    """conv1..fc7 of a rank as runs of blocks that start at an exchange: ("", "conv1",
+    conv1-conv2), ("gather", "conv3", conv3-conv5), ("gather", "fc6", fc6), ... for the paper's
+    cross layers; an overlapped cross layer ("swap") is a run of its own."""
+    runs: list = []
+    for block in model.blocks()[:-1]:
+        if block.cross and overlap:
+            runs.append(("swap", block.name, [block]))
+        elif block.cross or not runs or runs[-1][0] == "swap":
+            runs.append(("gather" if block.cross else "", block.name, [block]))
+        else:
+            runs[-1][2].append(block)
+    return [(k, n, b[0] if k == "swap" else nn.Sequential(*b)) for k, n, b in runs]
+
+
+def _overlapped(block, x: torch.Tensor, g: comm.TowerGroup, local: bool) -> torch.Tensor:
+    """A cross layer as own-tower part + peer part (ref §1: one weight block per input tower,
+    outputs summed), the exchange running while the own part is computed (``local``: zeros
+    stand in for the peer's activation, nothing is exchanged)."""
+    r = g.rank
+    w = block.weight.chunk(2, dim=1)  # input columns of tower 0, of tower 1
+    x = block.pre(x)
+    if local:
+        x = x.contiguous()  # as swap_start sends it
+        own, peer = block.op(x, w[r], block.bias), torch.zeros_like(x)
+    else:
+        buf, pending = comm.swap_start(x, g, block.name)
+        own = block.op(x, w[r], block.bias)
+        peer = comm.swap_finish(buf, pending)
+    return block.post(own + block.op(peer, w[1 - r], None))
+
+
 def build_execution(cfg: Config, env, num_classes: int, in_channels: int):
     """``(ex, forward)``: the configured network as this rank runs it in training and in bench.
 
     The whole net is built from one seed and this rank keeps its tower's slices
     (``parallel.fc8``, ``parallel.overlap``), on ``env.device`` in the configured memory layout,
-    its gradients averaged over the tower's data-parallel replicas; ``forward`` is compiled when
-    ``train.compile`` is set.
+    its gradients averaged over the tower's data-parallel replicas; compiled (:meth:`compile`)
+    when ``train.compile`` is set.
     """
     model = build_model(cfg, num_classes, in_channels)
     ex = Execution(model, env.group, cfg.parallel.fc8, cfg.parallel.overlap, env.data)
@@ -161,4 +213,6 @@ def build_execution(cfg: Config, env, num_classes: int, in_channels: int):
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     ex.replicate()
-    return ex, torch.compile(ex.forward) if cfg.train.compile else ex.forward
+    if cfg.train.compile:
+        ex.compile()
+    return ex, ex.forward

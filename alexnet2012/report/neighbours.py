@@ -31,6 +31,7 @@ from alexnet2012.nets.build import build_model, input_size
 from alexnet2012.nets.model import AlexNet2012
 from alexnet2012.parallel.execution import Execution
 from alexnet2012.training import checkpoint
+from alexnet2012.training.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,14 @@ def features(model: nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _views(data, split: str, idx: torch.Tensor, batch: int):
-    """Centre views (no augmentation) of images ``idx`` of ``split``, in batches."""
+    """Centre views (no augmentation) of images ``idx`` of ``split``, in batches (a progress
+    bar at a terminal)."""
+    bar = progress(True, -(-len(idx) // batch), 0, unit="batch")
     for lo in range(0, len(idx), batch):
         x, y = data._fetch(split, idx[lo : lo + batch])
+        bar.update(1)
         yield data._views(x, False), y
+    bar.close()
 
 
 def _display(data, x: torch.Tensor) -> np.ndarray:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from alexnet2012.config import Config
+from alexnet2012.training.progress import progress
 from alexnet2012.training.state import correct_counts
 from alexnet2012.training.step import autocast, layout
 
@@ -26,9 +29,13 @@ def evaluate(ex, data, cfg: Config, ten_view: bool = False, split: str = "val") 
 def _evaluate(ex, data, cfg: Config, ten_view: bool, split: str) -> dict:
     ex.model.eval()
     acc = torch.zeros(4, device=data.device)  # loss sum, top-1 right, top-5 right, images
+    bs = cfg.train.batch_size
+    main = ex.group.rank == 0 and ex.data.rank == 0
+    bar = progress(main, math.ceil(data.sizes[split] / (bs * ex.data.size)), 0, unit="batch")
     with torch.no_grad(), autocast(cfg, data.device):
         shard = (ex.data.rank, ex.data.size)
-        for x, y in data.eval_batches(cfg.train.batch_size, ten_view, shard, split):
+        for x, y in data.eval_batches(bs, ten_view, shard, split):
+            bar.update(1)
             views = x if ten_view else x.unsqueeze(0)
             probs = None
             for v in views:
@@ -40,6 +47,7 @@ def _evaluate(ex, data, cfg: Config, ten_view: bool, split: str) -> dict:
                 probs = probs / len(views)
                 nll = -probs.clamp_min(1e-12).log().gather(1, y[:, None]).sum()
                 acc += torch.stack([nll, *correct_counts(probs, y), y.new_tensor(len(y))])
+    bar.close()
     ex.model.train()
     loss, c1, c5, n = ex.share(acc).tolist()
     prefix = split + ("10" if ten_view else "")

@@ -200,3 +200,39 @@ def test_init_report_shows_the_input_scale_trap(tmp_path, capsys):
     code = cli_main(["summary", "--init", "--batch", "8", "--config", "configs/debug.yaml", *over])
     out = capsys.readouterr().out
     assert code == 0 and "bf16 rounding of the logits" in out and "conv1" in out, out
+
+
+def test_evaluation_shows_progress(monkeypatch):
+    """A whole-set evaluation advances a progress bar per batch, as training does."""
+    from alexnet2012.nets.build import build_model
+    from alexnet2012.parallel.execution import Execution
+    from alexnet2012.training import evaluate as evaluation
+
+    bars = []
+
+    class Bar:
+        def __init__(self, main, total, done, unit):
+            self.total, self.n, self.closed = total, 0, False
+            bars.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(evaluation, "progress", lambda *a, **k: Bar(*a, **k))
+    cfg = load_config(
+        "configs/debug.yaml",
+        [
+            "data.name=synthetic",
+            "data.synthetic_size=40",
+            "data.test_subset=0",
+            "train.batch_size=4",
+        ],
+    )
+    data = build_data(cfg, 95, "cpu")
+    ex = Execution(build_model(cfg, 10, 3))
+    for views in (False, True):
+        evaluation.evaluate(ex, data, cfg, views, "test")
+    assert [(b.total, b.n, b.closed) for b in bars] == [(3, 3, True), (3, 3, True)]  # 10 images

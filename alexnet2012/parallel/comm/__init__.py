@@ -10,11 +10,16 @@ are autograd pairs, each "forward: X, backward: Y" (Megatron's ``tensor_parallel
 
 All are built on public ``torch.distributed`` calls (``torch.distributed.nn.functional`` is
 deprecated, ``_functional_collectives`` private; docs/parallel.md) and are the identity on a
-group of one rank. Each counts the bytes this rank sends and the host time spent in the calls,
-under the exchange's name, forward and backward together.
+group of one rank. Each counts the bytes this rank sends and the time it held the rank up (host
+time on the CPU, CUDA events on a GPU), under the exchange's name, forward and backward together.
 """
 
-from alexnet2012.parallel.comm.exchanges import gather_to_head, gather_towers, sum_partials
+from alexnet2012.parallel.comm.exchanges import (
+    gather_to_head,
+    gather_towers,
+    gathered_stand_in,
+    sum_partials,
+)
 from alexnet2012.parallel.comm.group import (
     TowerGroup,
     all_gather_cat,
@@ -22,6 +27,7 @@ from alexnet2012.parallel.comm.group import (
     barrier,
     broadcast,
     broadcast_object,
+    set_timeout,
     single,
     world,
 )
@@ -29,6 +35,6 @@ from alexnet2012.parallel.comm.swap import Pending, swap_finish, swap_start
 
 __all__ = [
     "Pending", "TowerGroup", "all_gather_cat", "all_reduce_sum", "barrier", "broadcast",
-    "broadcast_object", "gather_to_head", "gather_towers", "single", "sum_partials",
-    "swap_finish", "swap_start", "world",
+    "broadcast_object", "gather_to_head", "gather_towers", "gathered_stand_in", "set_timeout",
+    "single", "sum_partials", "swap_finish", "swap_start", "world",
 ]  # fmt: skip

@@ -1,11 +1,11 @@
 """The autograd exchanges of the 2012 net, one per kind of cross layer (the package docstring).
 
-Each is a pair "forward: X, backward: Y" and the identity on a group of one rank.
+Each is a pair "forward: X, backward: Y" and the identity on a group of one rank. Every tensor
+handed to a collective or a send is contiguous, whatever the layout (channels_last) and batch
+size: NCCL refuses other tensors, and reads a dense permuted one in memory order.
 """
 
 from __future__ import annotations
-
-import time
 
 import torch
 import torch.distributed as dist
@@ -28,23 +28,41 @@ class _GatherTowers(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, g: TowerGroup, name: str) -> torch.Tensor:
         ctx.g, ctx.name = g, name
         x = x.contiguous()  # (N, c, ...) this tower's channels
-        t0 = time.perf_counter()
-        n, c, rest = x.shape[0], x.shape[1], x.shape[2:]
-        out = x.new_empty((g.size * n, c, *rest))  # rank-major; gloo rejects the stacked form
+        t0 = g.clock(x)
+        out = x.new_empty((g.size * x.shape[0], *x.shape[1:]))  # rank-major (gloo: not stacked)
         _all_gather_single(out, x, group=g.group)
         g.count(name, _nbytes(x) * (g.size - 1), t0)
-        return out.view(g.size, n, c, *rest).movedim(0, 1).reshape(n, g.size * c, *rest)
+        return _channels_from_ranks(out, g.size)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         g = ctx.g
         n, c, rest = grad.shape[0], grad.shape[1] // g.size, grad.shape[2:]
         parts = grad.reshape(n, g.size, c, *rest).movedim(1, 0).reshape(g.size * n, c, *rest)
-        t0 = time.perf_counter()
+        # at n=1 the reshape is a view in channel-major order (any layout): make it rank-major
+        parts = parts.contiguous()
+        t0 = g.clock(parts)
         out = grad.new_empty((n, c, *rest))
         _reduce_scatter_single(out, parts, op=dist.ReduceOp.SUM, group=g.group)
         g.count(ctx.name, _nbytes(out) * (g.size - 1), t0)
         return out, None, None
+
+
+def _channels_from_ranks(out: torch.Tensor, size: int) -> torch.Tensor:
+    """(size*N, c, ...) rank-major -> (N, size*c, ...), rank 0's channels first."""
+    n, c, rest = out.shape[0] // size, out.shape[1], out.shape[2:]
+    return out.view(size, n, c, *rest).movedim(0, 1).reshape(n, size * c, *rest)
+
+
+def gathered_stand_in(x: torch.Tensor, group: TowerGroup) -> torch.Tensor:
+    """What :func:`gather_towers` returns for ``x`` (shape, dtype and strides), with zeros for
+    the other towers' channels and no exchange: to compile the layers after it ahead of time."""
+    if group.size == 1:
+        return x
+    x = x.contiguous()
+    out = x.new_zeros((group.size * x.shape[0], *x.shape[1:]))
+    out[group.rank * x.shape[0] : (group.rank + 1) * x.shape[0]] = x
+    return _channels_from_ranks(out, group.size)
 
 
 def _with_each_peer(p2p, parts: list, g: TowerGroup, head: int) -> None:
@@ -62,7 +80,7 @@ class _GatherToHead(torch.autograd.Function):
         ctx.g, ctx.name, ctx.head = g, name, head
         ctx.shape, ctx.dtype, ctx.device = x.shape, x.dtype, x.device
         x = x.contiguous()
-        t0 = time.perf_counter()
+        t0 = g.clock(x)
         if g.rank != head:
             dist.send(x, dst=g.global_rank(head), group=g.group)
             g.count(name, _nbytes(x), t0)
@@ -75,7 +93,7 @@ class _GatherToHead(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         g, head = ctx.g, ctx.head
-        t0 = time.perf_counter()
+        t0 = g.clock(grad)
         if g.rank != head:
             out = torch.empty(ctx.shape, dtype=ctx.dtype, device=ctx.device)
             dist.recv(out, src=g.global_rank(head), group=g.group)
@@ -93,7 +111,7 @@ class _SumPartials(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, g: TowerGroup, name: str) -> torch.Tensor:
         out = x.clone(memory_format=torch.contiguous_format)
-        t0 = time.perf_counter()
+        t0 = g.clock(out)
         dist.all_reduce(out, op=dist.ReduceOp.SUM, group=g.group)
         # a ring all-reduce sends 2 (size-1)/size of the tensor per rank (the tensor at size 2)
         g.count(name, _nbytes(out) * 2 * (g.size - 1) // g.size, t0)

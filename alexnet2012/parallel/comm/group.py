@@ -78,7 +78,8 @@ class TowerGroup:
         """Move the finished events' times into ``_wait_s`` (all of them when ``block``)."""
         while self._pending and (block or self._pending[0][2].query()):
             name, start, end = self._pending.pop(0)
-            end.synchronize()  # done already unless ``block``
+            if block:
+                end.synchronize()
             seconds = start.elapsed_time(end) / 1e3
             self._wait_s[name] = self._wait_s.get(name, 0.0) + seconds
 

@@ -3,8 +3,6 @@ tower computes its own part (``parallel.overlap``), as an autograd pair of two h
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.distributed as dist
 
@@ -38,7 +36,7 @@ class _SwapStart(torch.autograd.Function):
         ctx.p = p
         x = x.contiguous()
         buf = torch.empty_like(x)
-        t0 = time.perf_counter()
+        t0 = p.g.clock(x)
         p.works = p.exchange(x, buf)
         p.g.count(p.name, _nbytes(x), t0)
         return buf
@@ -46,7 +44,7 @@ class _SwapStart(torch.autograd.Function):
     @staticmethod
     def backward(ctx, _unused: torch.Tensor):
         p = ctx.p
-        t0 = time.perf_counter()
+        t0 = p.g.clock(p.grad_in)
         for w in p.grad_works:
             w.wait()
         p.g.count(p.name, 0, t0)
@@ -60,7 +58,7 @@ class _SwapFinish(torch.autograd.Function):
     @staticmethod
     def forward(ctx, buf: torch.Tensor, p: Pending) -> torch.Tensor:
         ctx.p = p
-        t0 = time.perf_counter()
+        t0 = p.g.clock(buf)
         for w in p.works:
             w.wait()
         p.g.count(p.name, 0, t0)
@@ -71,7 +69,7 @@ class _SwapFinish(torch.autograd.Function):
         p = ctx.p
         grad = grad.contiguous()
         p.grad_in = torch.empty_like(grad)
-        t0 = time.perf_counter()
+        t0 = p.g.clock(grad)
         p.grad_works = p.exchange(grad, p.grad_in)
         p.g.count(p.name, _nbytes(grad), t0)
         return grad, None  # a placeholder: _SwapStart returns the received gradient
