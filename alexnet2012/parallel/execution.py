@@ -46,27 +46,8 @@ class Execution(CanonicalState):
         self.compiled = False
         self._whole = model  # what one process runs (compiled by compile())
         if self.group.size > 1:
-            self._shard(model)
+            _shard(self, model)
         self._runs = _segments(model, overlap) if self.group.size > 1 else []
-
-    def _shard(self, model: nn.Module) -> None:
-        if (why := refusal(model)) is not None:
-            raise PlanError(why)
-        if self.group.size != 2:
-            raise PlanError(f"a tower pair needs exactly 2 ranks, got {self.group.size}")
-        r = self.group.rank
-        with torch.no_grad():
-            for block in model.blocks():
-                for kind in ("weight", "bias"):
-                    full = getattr(block, kind)
-                    local = self._slice(f"{block.name}.{kind}", full)
-                    setattr(block, kind, None if local is None else nn.Parameter(local.clone()))
-                block.groups = 1  # a rank's slice reads one tower, or the gathered input
-                for m in block.modules():
-                    if isinstance(m, TowerOp):
-                        m.towers, m.tower = 1, r
-        if r != 0 and self.fc8 == "rank0":
-            model.fc8 = None  # [C12]: fc8 and the softmax live on GPU0 only
 
     @property
     def holds_logits(self) -> bool:
@@ -167,6 +148,27 @@ class _Tower(nn.Module):
         return self._forward(x)
 
 
+def _shard(ex: Execution, model: nn.Module) -> None:
+    """Keep this rank's tower of ``model``: its slices of every parameter (:mod:`.plan`)."""
+    if (why := refusal(model)) is not None:
+        raise PlanError(why)
+    if ex.group.size != 2:
+        raise PlanError(f"a tower pair needs exactly 2 ranks, got {ex.group.size}")
+    r = ex.group.rank
+    with torch.no_grad():
+        for block in model.blocks():
+            for kind in ("weight", "bias"):
+                full = getattr(block, kind)
+                local = ex._slice(f"{block.name}.{kind}", full)
+                setattr(block, kind, None if local is None else nn.Parameter(local.clone()))
+            block.groups = 1  # a rank's slice reads one tower, or the gathered input
+            for m in block.modules():
+                if isinstance(m, TowerOp):
+                    m.towers, m.tower = 1, r
+    if r != 0 and ex.fc8 == "rank0":
+        model.fc8 = None  # [C12]: fc8 and the softmax live on GPU0 only
+
+
 def _segments(model: nn.Module, overlap: bool) -> list[tuple[str, str, nn.Module]]:
     """conv1..fc7 of a rank as runs of blocks that start at an exchange: ("", "conv1",
     conv1-conv2), ("gather", "conv3", conv3-conv5), ("gather", "fc6", fc6), ... for the paper's
@@ -189,9 +191,8 @@ def _overlapped(block, x: torch.Tensor, g: comm.TowerGroup, local: bool) -> torc
     r = g.rank
     w = block.weight.chunk(2, dim=1)  # input columns of tower 0, of tower 1
     x = block.pre(x)
-    if local:
-        x = x.contiguous()  # as swap_start sends it
-        own, peer = block.op(x, w[r], block.bias), torch.zeros_like(x)
+    if local:  # the peer's activation arrives as swap_start sends ours: contiguous
+        own, peer = block.op(x, w[r], block.bias), torch.zeros_like(x.contiguous())
     else:
         buf, pending = comm.swap_start(x, g, block.name)
         own = block.op(x, w[r], block.bias)
