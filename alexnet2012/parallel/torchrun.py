@@ -6,8 +6,9 @@ One process (no torchrun, or ``WORLD_SIZE=1``) needs no process group and gets
     torchrun --standalone --nproc_per_node=2 -m alexnet2012 train ...
 
 NCCL when every local rank has its own GPU, otherwise gloo with the data on the host (NCCL
-refuses two ranks on one GPU; docs/parallel.md). A short ``timeout`` makes a dead or hung peer
-fail fast instead of after gloo's default 30 minutes.
+refuses two ranks on one GPU; docs/parallel.md); ``train.device=cuda`` with fewer GPUs than
+local ranks is an error. A short ``timeout`` makes a dead or hung peer fail fast instead of
+after gloo's default 30 minutes; under NCCL :mod:`.watchdog` says so (docs/failures.md).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from alexnet2012.parallel import comm
+from alexnet2012.parallel import comm, watchdog
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class Env:
     group: comm.TowerGroup  # this rank's tower pair
     data: comm.TowerGroup = field(default_factory=comm.single)  # this tower's replicas
     world: comm.TowerGroup = field(default_factory=comm.single)  # every rank
+    watch_stalls: bool = False  # a Watchdog turns a silent wait into PeerError's message (NCCL)
 
     @property
     def is_main(self) -> bool:
@@ -80,7 +82,8 @@ def mesh_env(
     world = comm.world()
     if world_size <= 2:
         return Env(rank, world_size, local_rank, device, backend, world, comm.single(), world)
-    k, timeout = world_size // 2, timedelta(seconds=timeout_s)
+    k = world_size // 2
+    timeout = timedelta(seconds=watchdog.group_timeout(timeout_s, backend))
     pairs = [[2 * i, 2 * i + 1] for i in range(k)]  # the tower axis of the mesh
     replicas = [list(range(t, world_size, 2)) for t in range(2)]  # the data axis
     tower_pg, _ = dist.new_subgroups_by_enumeration(pairs, timeout=timeout)
@@ -166,6 +169,14 @@ def setup(timeout_s: int, device_pref: str) -> Env:
         raise DistributedError(f"MASTER_ADDR is not set; launch with `{TORCHRUN}`")
     _env_int("MASTER_PORT")
     if cuda and torch.cuda.device_count() < local_world:
+        if device_pref == "cuda":  # asked for: never a silent fall back to the CPU
+            raise DistributedError(
+                f"train.device=cuda needs a GPU for every local rank, but this node runs "
+                f"{local_world} ranks (LOCAL_WORLD_SIZE) and sees {torch.cuda.device_count()} "
+                f"GPU(s) (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
+                f"; launch --nproc_per_node={torch.cuda.device_count()} or fewer, or set "
+                "train.device=auto (gloo on the CPU)"
+            )
         log.warning(
             "%d local ranks but %d GPU(s): NCCL needs one GPU per rank, using gloo on the CPU",
             local_world,
@@ -185,7 +196,7 @@ def setup(timeout_s: int, device_pref: str) -> Env:
             store=_attempt_store(rank, world_size, timeout_s),
             rank=rank,
             world_size=world_size,
-            timeout=timedelta(seconds=timeout_s),
+            timeout=timedelta(seconds=watchdog.group_timeout(timeout_s, backend)),
             device_id=device if cuda else None,
         )
     except RuntimeError as e:  # the other rank never came, or died while joining
@@ -196,6 +207,7 @@ def setup(timeout_s: int, device_pref: str) -> Env:
             f"{timeout_s}); start both ranks together, e.g. with `{TORCHRUN}`"
         ) from e
     env = mesh_env(rank, world_size, local_rank, device, backend, timeout_s)
+    env.watch_stalls = backend == "nccl"  # gloo raises on its own (PeerError below)
     log.info("rank %d/%d on %s (%s), tower %d", rank, world_size, device, backend, env.group.rank)
     return env
 
@@ -237,25 +249,39 @@ def peer_failures(env: Env, timeout_s: int, run_dir: str | os.PathLike = "") -> 
 
     A dead peer fails the next exchange at once ("Connection closed by peer"); a hung one fails
     it after ``timeout_s`` (``parallel.timeout_s``). The message says what happened and how to
-    go on; the checkpoints already written are untouched.
+    go on; the checkpoints already written are untouched. Under NCCL (``env.watch_stalls``) a
+    wait for a lost peer raises nothing; a :class:`.watchdog.Watchdog` ends the process with
+    the same message after ``timeout_s`` without a finished step.
     """
+
+    def stalled(idle: float) -> str:
+        what = f"no step finished for {idle:.0f} s: this or the other rank died or stopped"
+        why = "under NCCL a wait for a lost peer raises no error"
+        return _lost(env, timeout_s, run_dir, why, what)
+
     try:
-        yield
+        with watchdog.watching(timeout_s, stalled, env.watch_stalls and env.world_size > 1):
+            yield
     except RuntimeError as e:
         if env.world_size == 1 or not _lost_peer(e):
             raise
-        run_dir = run_dir or "RUN_DIR"
-        left = max_restarts() - restart_count()
-        then = (
-            f"torchrun restarts the job ({left} restart(s) left) and it resumes from there"
-            if left > 0
-            else f"continue with `{TORCHRUN.split(' train')[0]} train --resume {run_dir}`, or "
-            "give torchrun --max-restarts=N to restart on its own"
-        )
-        raise PeerError(
-            f"rank {env.rank}: the other rank died or stopped answering ({_gist(e)}; "
-            f"parallel.timeout_s={timeout_s}). The checkpoints in {run_dir} are kept; {then}"
-        ) from e
+        raise PeerError(_lost(env, timeout_s, run_dir, _gist(e))) from e
+
+
+def _lost(env: Env, timeout_s, run_dir, why: str, what="the other rank died or stopped") -> str:
+    """PeerError's message: which rank, why, and how to go on from the kept checkpoints."""
+    run_dir = run_dir or "RUN_DIR"
+    left = max_restarts() - restart_count()
+    then = (
+        f"torchrun restarts the job ({left} restart(s) left) and it resumes from there"
+        if left > 0
+        else f"continue with `{TORCHRUN.split(' train')[0]} train --resume {run_dir}`, or "
+        "give torchrun --max-restarts=N to restart on its own"
+    )
+    return (
+        f"rank {env.rank}: {what} answering ({why}; "
+        f"parallel.timeout_s={timeout_s}). The checkpoints in {run_dir} are kept; {then}"
+    )
 
 
 @contextmanager

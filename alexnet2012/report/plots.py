@@ -22,18 +22,30 @@ def _figure(width: float, height: float, cols: int) -> tuple[Figure, list]:
     return fig, [fig.add_subplot(1, cols, i + 1) for i in range(cols)]
 
 
+def _seen(run: Run) -> dict[int, float] | None:
+    """Step -> images seen, from the rows that log ``images_seen`` (None when none do)."""
+    seen = {r["step"]: r["images_seen"] for r in run.metrics if "images_seen" in r and "step" in r}
+    return seen or None
+
+
 def curves(runs: list[Run], path: str | Path) -> Figure:
-    """``train/loss`` (left) and ``val/top1_err`` in % (right) of every run against the step,
+    """``train/loss`` (left) and ``val/top1_err`` in % (right) of every run against the images
+    seen (runs of other batch sizes line up), or against the step when a run does not log them;
     one line per run on each axis; runs without the metric still get an (empty) line so the
     colours match across the two axes."""
     fig, (loss_ax, err_ax) = _figure(11, 4.2, 2)
-    for run in runs:
+    seen = [_seen(run) for run in runs]
+    by_images = bool(runs) and all(s is not None for s in seen)
+    for run, images in zip(runs, seen, strict=True):
         steps, loss = run.series("train/loss")
-        (line,) = loss_ax.plot(steps, loss, label=run.name, lw=1.2)
+        xs = [images.get(k, k) for k in steps] if by_images else steps
+        (line,) = loss_ax.plot(xs, loss, label=run.name, lw=1.2)
         steps, err = run.series("val/top1_err")
-        err_ax.plot(steps, [e * 100 for e in err], marker="o", ms=3, color=line.get_color())
-    loss_ax.set(xlabel="step", ylabel="training loss", title="train/loss")
-    err_ax.set(xlabel="step", ylabel="top-1 error (%)", title="val/top1_err")
+        xs = [images.get(k, k) for k in steps] if by_images else steps
+        err_ax.plot(xs, [e * 100 for e in err], marker="o", ms=3, color=line.get_color())
+    x = "images seen" if by_images else "step"
+    loss_ax.set(xlabel=x, ylabel="training loss", title="train/loss")
+    err_ax.set(xlabel=x, ylabel="top-1 error (%)", title="val/top1_err")
     for ax in (loss_ax, err_ax):
         ax.grid(alpha=0.3)
     if runs:

@@ -67,10 +67,17 @@ def test_compare_writes_table_groups_paper_and_plots(runs, tmp_path, capsys):
 
 
 def test_curves_draw_one_line_per_run(runs, tmp_path):
-    fig = plots.curves(load_runs(runs), tmp_path / "c.png")
+    loaded = load_runs(runs)
+    fig = plots.curves(loaded, tmp_path / "c.png")
     assert [len(ax.lines) for ax in fig.axes] == [3, 3]
-    steps = list(fig.axes[0].lines[0].get_xdata())
-    assert steps == [1, 2, 3, 4]
+    batch = loaded[0].config["train"]["batch_size"]
+    assert list(fig.axes[0].lines[0].get_xdata()) == [batch * k for k in (1, 2, 3, 4)]
+    assert fig.axes[0].get_xlabel() == "images seen"  # runs of any batch size line up
+    for run in loaded:  # runs written before images_seen was logged: against the step
+        run.metrics = [{k: v for k, v in r.items() if k != "images_seen"} for r in run.metrics]
+    fig = plots.curves(loaded, tmp_path / "c.png")
+    assert list(fig.axes[0].lines[0].get_xdata()) == [1, 2, 3, 4]
+    assert fig.axes[0].get_xlabel() == "step"
 
 
 def test_missing_pieces_are_named(tmp_path, caplog):
