@@ -44,6 +44,7 @@ class Execution(CanonicalState):
         self.model = model
         self.full_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         self.compiled = False
+        self.compiled_for: set = set()  # what has run compiled: "train", (split, ten_view)
         self._whole = model  # what one process runs (compiled by compile())
         if self.group.size > 1:
             _shard(self, model)
@@ -112,15 +113,13 @@ class Execution(CanonicalState):
             return
         self._runs = [(k, n, r if k == "swap" else torch.compile(r)) for k, n, r in self._runs]
 
-    def warm_up(self, x: torch.Tensor) -> None:
-        """Compile this rank's forward and backward graphs now, on the shapes of batch ``x``,
-        exchanging nothing: in a first compiled step each rank would compile its graphs between
-        exchanges, and a peer would wait in the exchange for as long as the slower rank compiles
-        (rank 0 also fc8 and the loss). Call where the step runs (autocast, layout, dropout masks
-        drawn); it leaves gradients behind, which the step's ``zero_grad`` clears."""
+    def forward_alone(self, x: torch.Tensor) -> torch.Tensor | None:
+        """conv1..fc7 of this rank with zeros standing in for the peers' activations, nothing
+        exchanged, when compiled on two ranks (else None): run (and backpropagated) before the
+        first compiled step, it compiles this rank's graphs without a peer waiting meanwhile."""
         if not self.compiled or self.group.size == 1:
-            return
-        self._before_fc8(x, local=True).float().sum().backward()
+            return None
+        return self._before_fc8(x, local=True)
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy where the logits are; elsewhere a zero that carries the exchange back."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 
 from alexnet2012.config import Config
+from alexnet2012.parallel import watchdog
 from alexnet2012.training.progress import progress
 from alexnet2012.training.state import correct_counts
 from alexnet2012.training.step import autocast, layout
@@ -16,11 +18,18 @@ def evaluate(ex, data, cfg: Config, ten_view: bool = False, split: str = "val") 
     """Top-1/top-5 error and loss over ``split`` ("val" or "test"; softmax averaged over views).
 
     Keys ``val/...`` (``val10/...`` for 10 views), or ``test/...`` for the test split. The
-    exchanges it makes are not added to the training counters.
+    exchanges it makes are not added to the training counters. A compiled network's first
+    evaluation of a split compiles its graphs, under the patient timeout (parallel/watchdog.py).
     """
     sent, wait = dict(ex.group.bytes_sent), dict(ex.group.wait_s)
+    first = getattr(ex, "compiled", False) and (split, ten_view) not in ex.compiled_for
+    slow = watchdog.patient(cfg, watchdog.groups_of(ex)) if first else contextlib.nullcontext()
     try:
-        return _evaluate(ex, data, cfg, ten_view, split)
+        with slow:
+            out = _evaluate(ex, data, cfg, ten_view, split)
+        if first:
+            ex.compiled_for.add((split, ten_view))
+        return out
     finally:
         ex.group.bytes_sent.clear(), ex.group.bytes_sent.update(sent)
         ex.group.wait_s.clear(), ex.group.wait_s.update(wait)
@@ -36,6 +45,7 @@ def _evaluate(ex, data, cfg: Config, ten_view: bool, split: str) -> dict:
         shard = (ex.data.rank, ex.data.size)
         for x, y in data.eval_batches(bs, ten_view, shard, split):
             bar.update(1)
+            watchdog.beat()  # progress, for the stall watchdog (NCCL)
             views = x if ten_view else x.unsqueeze(0)
             probs = None
             for v in views:

@@ -21,7 +21,7 @@ from alexnet2012 import config
 from alexnet2012.config import Config
 from alexnet2012.data import build_data
 from alexnet2012.nets.build import input_size
-from alexnet2012.parallel import comm, torchrun
+from alexnet2012.parallel import comm, torchrun, watchdog
 from alexnet2012.parallel.execution import build_execution
 from alexnet2012.training import hooks, results, snapshot
 from alexnet2012.training.evaluate import evaluate
@@ -73,7 +73,8 @@ def _train(cfg: Config, env, resume: bool, replace: bool) -> dict:
 
 def _loop(r: Run, forward, data, per_epoch: int, resume: bool) -> dict:
     cfg, env, ex, opt, t = r.cfg, r.env, r.ex, r.opt, r.cfg.train
-    state = snapshot.begin(r, resume)  # fresh, or restored
+    with watchdog.patient(cfg, watchdog.groups_of(env)):  # a resume may read a large file
+        state = snapshot.begin(r, resume)  # fresh, or restored
     checked = state.step  # the loss is known finite up to here
     logger = make_logger(r.dir, config.to_dict(cfg), cfg.wandb, env.is_main,
                          resume_step=state.step if resume or torchrun.restart_count() else None,
@@ -108,24 +109,25 @@ def _loop(r: Run, forward, data, per_epoch: int, resume: bool) -> dict:
             if t.eval_every and state.step % t.eval_every == 0 and not end_of_epoch:
                 _validate(r, data, logger, per_epoch, at_epoch_end=False)
             if save_now and not end_of_epoch:
-                snapshot.save(r)
+                _save(r)
             if end_of_epoch:
                 break
             if vote.poll(state.step):
                 if not save_now:
-                    snapshot.save(r)
+                    _save(r)
                 _interrupted(logger, r)
         at_end = state.step % per_epoch == 0  # else the last step of a shortened run
         val = _validate(r, data, logger, per_epoch, at_epoch_end=at_end)
         if at_end:
             r.sched.step(val["val/top1_err"])
-        snapshot.save(r)
+        _save(r)
         if state.step < total and vote.now():
             _interrupted(logger, r)
         state.restart_clock()
     bar.close()
     summary = results.summary(r, data)
     comm.barrier(env.world)  # no rank closes its connections while another still uses them
+    watchdog.disarm()  # training is over: closing the logger may take long
     logger.summary(summary)
     logger.close()
     return summary
@@ -153,10 +155,19 @@ def _validate(r: Run, data, logger, per_epoch: int, at_epoch_end: bool) -> dict:
     return val
 
 
+def _save(r: Run) -> None:
+    """Checkpoint (rank 0 writes); the other ranks wait for the write in a barrier under the
+    patient timeout, not in the next exchange under parallel.timeout_s (parallel/watchdog.py)."""
+    with watchdog.patient(r.cfg, watchdog.groups_of(r.env)):
+        snapshot.save(r)
+        comm.barrier(r.env.world)
+
+
 def _interrupted(logger, r: Run):
     # no rank exits before rank 0 has written the checkpoint: under torchrun an early exit makes
     # the agent signal the others, and a second signal would cut rank 0's save short
     comm.barrier(r.env.world)
+    watchdog.disarm()
     logger.close()
     raise Interrupted(
         f"stopped by a signal at step {r.state.step}; checkpoint saved in {r.dir}. "
