@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# One-GPU check, under 5 minutes, run from the source tree with nothing installed (PYTHONPATH=.;
-# needs python3 with torch, numpy and pyyaml; no wandb, pytest, torchvision or network):
-#   1. tests/test_gpu.py: the two-tower net emulated in one process on CUDA equals the CPU result
-#      (logits and every gradient; fp32 and bf16 autocast; contiguous and channels_last).
-#   2. alexnet2012 bench: d2l's streamlined net and the emulated two-tower net on Fashion-MNIST-
-#      sized input at 224 (1 channel, 10 classes), batch 256, bf16 autocast + channels_last:
-#      images/s, epoch time (60000 / images/s), TFLOP/s and the share of one H100's peak.
+# One-GPU check, about 10 minutes, run from the source tree with nothing installed (PYTHONPATH=.;
+# needs python3 with torch, numpy and pyyaml; no wandb, pytest, torchvision or network). It first
+# checks that those import, then runs every part even when one fails, and ends with a summary of
+# all parts (exit status 1 if any failed):
+#   1. tests/test_gpu.py, one part per check (tolerances and the measurements behind them are in
+#      its docstring): fp32 and bf16 autocast against the CPU in float64 (logits and every
+#      gradient, contiguous and channels_last), the norms in fp32 under bf16, the training step
+#      under torch.cuda.set_sync_debug_mode("error") (eager and compiled), the compiled step
+#      against eager (one graph, no recompile), the stop vote's pinned read.
+#   2. alexnet2012 bench, eager and with train.compile=true: d2l's streamlined net and the
+#      emulated two-tower net (two_ranks with two GPUs) on Fashion-MNIST-sized input at 224
+#      (1 channel, 10 classes), batch 256, bf16 autocast + channels_last: images/s, epoch time
+#      (60000 / images/s), TFLOP/s and the share of one H100's peak.
 #   3. alexnet2012 bench data: each input pipeline on the GPU against the training step.
 # Without CUDA it says so, skips the GPU parts, and runs the same benches tiny on the CPU.
 #
@@ -15,36 +21,79 @@
 # Fashion-MNIST is looked up as in training (Debian's package, then the cache); on a machine
 # without either, copy the four IDX files and set FMNIST_ROOT, or part 3 notes the Fashion-MNIST
 # pipeline as skipped (parts 1 and 2 use random batches and need no data).
-set -euo pipefail
+set -uo pipefail # no -e: a failing part is reported and the next one runs
 cd "$(dirname "$0")/.."
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" ALEXNET2012_NO_BAR=1
 PY="${PYTHON:-python3}"
 OUT="${OUT:-runs/gpu_check}"
 mkdir -p "$OUT"
-"$PY" -c 'import sys, torch
-gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-print(f"python {sys.version.split()[0]}, torch {torch.__version__}, GPU: {gpu}")'
+source launch/nccl.sh  # TORCH_NCCL_* settings (bench two_ranks)
 
-echo "== 1. CUDA against the CPU: tests/test_gpu.py"
-"$PY" tests/test_gpu.py
+echo "== 0. imports"
+if ! "$PY" - <<'EOF'; then
+import importlib, sys
+missing = []
+for name in ("torch", "numpy", "yaml", "alexnet2012.cli", "alexnet2012.bench.command"):
+    try:
+        importlib.import_module(name)
+    except Exception as e:  # noqa: BLE001
+        missing.append(f"{name} ({type(e).__name__}: {e})")
+if missing:
+    print("cannot import: " + "; ".join(missing) + " -- install torch, numpy and pyyaml for "
+          "this python (or set PYTHON=...), and run from the source tree", file=sys.stderr)
+    sys.exit(1)
+import torch
+gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+print(f"python {sys.version.split()[0]}, torch {torch.__version__}, GPU: {gpu}, "
+      f"{torch.cuda.device_count()} visible")
+EOF
+  echo "gpu_check: stopped before any part: the imports above failed" >&2
+  exit 2
+fi
+
+SUMMARY=()
+FAILED=0
+part() { # part NAME COMMAND...: run it, record ok/FAILED, never stop the script
+  local name=$1 rc
+  shift
+  echo "== $name"
+  "$@"
+  rc=$?
+  if ((rc == 0)); then
+    SUMMARY+=("ok      $name")
+  else
+    SUMMARY+=("FAILED  $name (exit $rc)")
+    FAILED=1
+  fi
+}
 
 if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+  for check in fp32 bf16 norms sync compile vote; do
+    part "1. tests/test_gpu.py $check" "$PY" tests/test_gpu.py "$check"
+  done
   NET=(model.input_size=224 data.name=fashion_mnist train.batch_size=256 train.amp=true
        train.channels_last=true train.device=cuda)
   [[ -n "${FMNIST_ROOT:-}" ]] && NET+=("data.root=$FMNIST_ROOT")
-  echo "== 2. training throughput on the GPU (bf16 autocast, channels_last, batch 256, 1x224)"
-  "$PY" -m alexnet2012 bench "${NET[@]}" --executions streamlined,emulated,two_ranks \
-    --steps 50 --warmup 10 --flops --json "$OUT/bench_fmnist224.json"
-  echo "== 3. input pipelines on the GPU against the training step"
-  "$PY" -m alexnet2012 bench data "${NET[@]}" --steps 50 --warmup 10 \
+  for mode in eager compiled; do
+    extra=()
+    [[ $mode == compiled ]] && extra=(train.compile=true)
+    part "2. training throughput on the GPU, $mode (bf16 autocast, channels_last, batch 256, 1x224)" \
+      "$PY" -m alexnet2012 bench "${NET[@]}" "${extra[@]}" \
+      --executions streamlined,emulated,two_ranks --steps 50 --warmup 10 --flops \
+      --json "$OUT/bench_fmnist224_$mode.json"
+  done
+  part "3. input pipelines on the GPU against the training step" \
+    "$PY" -m alexnet2012 bench data "${NET[@]}" --steps 50 --warmup 10 \
     --json "$OUT/bench_data_fmnist224.json"
 else
+  part "1. CUDA against the CPU: tests/test_gpu.py" "$PY" tests/test_gpu.py
   echo "no CUDA here: GPU parts (2, 3) skipped; running the same benches tiny on the CPU"
   NET=(--config configs/debug.yaml data.name=synthetic train.batch_size=8 train.device=cpu)
-  "$PY" -m alexnet2012 bench "${NET[@]}" --executions streamlined,emulated --steps 3 \
-    --warmup 1 --flops --json "$OUT/bench_cpu_tiny.json"
-  "$PY" -m alexnet2012 bench data "${NET[@]}" --steps 3 --warmup 1 \
-    --json "$OUT/bench_data_cpu_tiny.json"
+  part "2. (CPU, tiny) training throughput" "$PY" -m alexnet2012 bench "${NET[@]}" \
+    --executions streamlined,emulated --steps 3 --warmup 1 --flops \
+    --json "$OUT/bench_cpu_tiny.json"
+  part "3. (CPU, tiny) input pipelines" "$PY" -m alexnet2012 bench data "${NET[@]}" \
+    --steps 3 --warmup 1 --json "$OUT/bench_data_cpu_tiny.json"
 fi
 
 echo "== summary (epoch = 60000 Fashion-MNIST training images)"
@@ -56,10 +105,12 @@ from pathlib import Path
 # 1x224 with 10 classes, so the two-tower figure differs), and d2l's published Fashion-MNIST run
 # at 224 (4,155 img/s, 14.4 s per epoch)
 ANCHOR = {"streamlined": "5.56 at 1x224, 10 classes", "alexnet2012": "4.14 at 3x224, 1000 classes"}
+rates = {}
 for path in sorted(Path(sys.argv[1]).glob("bench*.json")):
     report = json.loads(path.read_text())
     rows = report.get("results") or [report["train"]]
     for r in rows:
+        rates[path.stem, r["name"]] = r["images_per_s"]
         line = f"{path.name}: {r['name']:<12} {r['images_per_s']:9.0f} img/s, "
         line += f"epoch {60000 / r['images_per_s']:7.1f} s"
         if "achieved_tflops" in r:
@@ -67,11 +118,24 @@ for path in sorted(Path(sys.argv[1]).glob("bench*.json")):
             line += f"GFLOP/image (anchor {ANCHOR.get(r['model'], '-')})"
         if "peak_share" in r:
             line += f", {100 * r['peak_share']:.1f}% of {r['peak_tflops']:.0f} TFLOP/s"
+        if r.get("world_size", 1) > 1:
+            line += f", exchanges {100 * max(r['exchange_share_per_rank']):.1f}% of the step"
         print(line)
     for p in report.get("pipelines", []):
         print(f"{path.name}: pipeline {p['pipeline']:<13} {p['images_per_s']:9.0f} img/s, "
               f"{p['ratio']:.1f}x the training step (target 5x)")
     for note in report["notes"]:
         print(f"{path.name}: note: {note}")
+for (stem, name), rate in sorted(rates.items()):
+    if stem.endswith("_compiled") and (stem[: -len("compiled")] + "eager", name) in rates:
+        eager = rates[stem[: -len("compiled")] + "eager", name]
+        print(f"train.compile=true: {name} {rate / eager:.2f}x eager's images/s")
 EOF
 echo "reports in $OUT"
+echo "== parts"
+printf '%s\n' "${SUMMARY[@]}"
+if ((FAILED)); then
+  echo "gpu_check: some parts FAILED (above); the others ran to the end"
+  exit 1
+fi
+echo "gpu_check: every part passed"

@@ -20,6 +20,7 @@ GPUS=${GPUS_PER_NODE:-8}
 # on SIGTERM torchrun gives the workers this long to checkpoint before SIGKILL (newer torch
 # versions read it; 30 s otherwise)
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-100}
+source launch/nccl.sh  # TORCH_NCCL_* settings
 exec torchrun \
   --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" --nproc_per_node="$GPUS" \
   --rdzv_backend=c10d --rdzv_endpoint="${MASTER_ADDR:-localhost}:${MASTER_PORT:-29500}" \

@@ -21,3 +21,4 @@ if [[ ! -f $FMNIST/t10k-labels-idx1-ubyte.gz ]] && command -v apt-get >/dev/null
     >/dev/null 2>&1 || echo "could not install dataset-fashion-mnist; tests that need it are skipped"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+source "$ROOT/launch/nccl.sh"  # TORCH_NCCL_* settings

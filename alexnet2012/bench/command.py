@@ -10,7 +10,9 @@ of the configured batch and input size already on the device. ``two_ranks`` hold
 process (gloo on CPU, each rank half the cores; NCCL with one GPU each), ``emulated`` runs the
 same two-tower network in one process, ``streamlined`` (d2l) and ``torchvision`` are the
 baselines at the same size. Bytes per exchange point come from the run's counters (docs/
-parallel.md, "Communication volume"); ``--flops`` adds achieved TFLOP/s (training taken as 3x
+parallel.md, "Communication volume"); the exchange share is the part of the step the exchanges
+held a rank up (host time in gloo's calls; on GPUs CUDA events on the compute stream, since NCCL
+calls return once enqueued). ``--flops`` adds achieved TFLOP/s (training taken as 3x
 the forward multiply-adds x 2) and, on CUDA, the share of ``--peak-tflops`` (default one H100:
 790 with train.amp, else 67). GPU options come from the config: train.amp (bf16 autocast),
 train.channels_last, train.compile. ``two_ranks`` needs two GPUs on CUDA (skipped on one).
@@ -135,8 +137,6 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
                 macs = benchrows.forward_macs(run_cfg, classes, channels)
                 flops = {"macs": macs, "peak_tflops": peak or None}
             rows.append(benchrows.summarise(job, benchlib.run_job(job), epoch_images, flops))
-    if any(r["backend"] == "nccl" for r in rows):
-        notes.append("exchange share on NCCL is launch time: its calls return once enqueued")
     plan, ran = {}, {r["fc8"] for r in rows if r["execution"] == "two_ranks"}
     if "two_ranks" in names and not split:
         for fc8 in sorted({"rank0", "split"} - ran):  # the placements not run: from the plan

@@ -50,6 +50,8 @@ def summarise(job: Job, ranks: list[dict], epoch_images: int, flops: dict | None
         },
         "bytes_per_step_per_rank": [sum(r["bytes_by_point"].values()) for r in ranks],
         "exchange_share_per_rank": [r["wait_s"] / sum(r["step_s"]) for r in ranks],
+        # how the exchanges' time was taken (comm.TowerGroup.wait_s): CUDA events on a GPU
+        "exchange_share_measured_with": "cuda_events" if job.cuda else "host_clock",
     }  # fmt: skip
     if flops:
         gflop = 3 * 2 * flops["macs"] / 1e9  # training ~ 3x forward, 2 FLOP per multiply-add

@@ -5,7 +5,8 @@ tower pair: epoch ``e``'s order is a permutation drawn from a generator seeded b
 ``(seed, e)``, and the augmentation of its batch ``i`` from one seeded by ``(seed, e, i)``. A
 run resumed at batch ``k`` (``start=k``) therefore sees exactly the batches an unbroken run
 would, and two processes with the same seed get bit-identical batches. Random numbers are drawn
-on the CPU and moved to the device, so they do not depend on the device either.
+on the CPU and moved to the device (pinned and non-blocking, so the training step never waits for
+the copy: :func:`.transforms.to_device`), so they do not depend on the device either.
 """
 
 from __future__ import annotations

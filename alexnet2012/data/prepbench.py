@@ -3,8 +3,9 @@
     python -m alexnet2012.data.prepbench --images 3000 --dir /tmp/prepbench --workers 1 2
 
 writes a synthetic ImageFolder tree whose sizes follow ILSVRC-2012's (mostly 500 on the long
-side, a tail of small and large photos; mean about 400x350; quality 90), then times, on one
-core, decoding to the stored 256x256 square several ways (PIL plain or in draft mode,
+side, a tail of small and large photos; mean about 400x350; quality 90), then times (wall
+clock, and CPU time: images per CPU-second is the per-core rate even on a busy machine)
+decoding to the stored 256x256 square several ways (PIL plain or in draft mode,
 ``torchvision.io.decode_jpeg`` if torchvision is installed; PIL's or torch's resize), the whole
 ``prepare`` per worker count, the parent's cost per image (the ceiling at any core count), and
 indexing a tar of per-synset tars; and projects hours for all of ILSVRC-2012.
@@ -92,40 +93,47 @@ def time_decoders(blobs: list[bytes], size: int) -> dict:
     out = {}
     for name, fn in ways.items():
         fn(blobs[0])  # warm up
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         for b in blobs:
             fn(b)
-        out[name] = len(blobs) / (time.perf_counter() - t)
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
+        out[name] = {"img_s": len(blobs) / wall, "img_per_cpu_s": len(blobs) / cpu}
     return out
 
 
-def time_prepare(root: Path, work: Path, workers: int, size: int) -> float:
-    """Images/s of the whole ``prepare`` (read, decode, write, statistics) with ``workers``."""
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (the pool's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def time_prepare(root: Path, work: Path, workers: int, size: int) -> dict:
+    """The whole ``prepare`` (read, decode, write, statistics) with ``workers``: images per
+    second of wall time and per CPU-second (all processes: the per-core rate under load)."""
     dst = work / f"store-{workers}"
     shutil.rmtree(dst, ignore_errors=True)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), _cpu_seconds()
     s = prepare_main(str(root), str(dst), size=size, workers=workers)
-    rate = s["files"] / (time.perf_counter() - t)
+    wall, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
     shutil.rmtree(dst)
-    return rate
+    return {"img_s": s["files"] / wall, "img_per_cpu_s": s["files"] / cpu}
 
 
 def time_moments(size: int, n: int = 256) -> float:
-    """Seconds per image for the exact RGB second moments a worker computes (the PCA's share)."""
+    """CPU-seconds per image for the exact RGB second moments a worker computes (PCA's share)."""
     from alexnet2012.data.writer import second_moments
 
     images = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-    t = time.perf_counter()
+    t = time.process_time()
     for im in images:
         second_moments(im)
-    return (time.perf_counter() - t) / n
+    return (time.process_time() - t) / n
 
 
-def time_main_process(work: Path, size: int, n: int = 1024) -> float:
-    """Seconds per image the parent spends on a worker's result: write, statistics, bookkeeping.
-
-    The parent does this for every image, so ``1 / this`` caps ``prepare`` at any core count.
-    """
+def time_main_process(work: Path, size: int, n: int = 1024) -> tuple[float, float]:
+    """CPU-seconds and wall seconds per image the parent spends on a result: write (to the
+    disk of ``work``), statistics, bookkeeping. It does this for every image, so ``1 / this``
+    caps ``prepare`` at any core count; the wall time includes waiting for the disk."""
     from alexnet2012.data.writer import StoreWriter, second_moments
 
     rng = np.random.default_rng(0)
@@ -136,14 +144,14 @@ def time_main_process(work: Path, size: int, n: int = 1024) -> float:
     dst.mkdir(parents=True)
     items = {"train": [(f"{i}", 0, "") for i in range(n)], "val": []}
     writer = StoreWriter(dst, items, size, 256, "bench")
-    t = time.perf_counter()
+    cpu, wall = time.process_time(), time.perf_counter()
     for lo in range(0, n, 256):
         kept = [(slots[i], 0) for i in range(256)]
         writer.commit("train", lo + 256, kept, [], {}, moments)
-    seconds = (time.perf_counter() - t) / n
+    cpu, wall = (time.process_time() - cpu) / n, (time.perf_counter() - wall) / n
     writer.close()
     shutil.rmtree(dst)
-    return seconds
+    return cpu, wall
 
 
 def time_tar_index(work: Path, synsets: int = 20, per: int = 500) -> float:
@@ -187,16 +195,18 @@ def main(argv=None) -> int:
     blobs = [p.read_bytes() for p in paths[:1000]]
     out = {"set": made, "one_core_img_s": time_decoders(blobs, args.size)}
     out["prepare_img_s"] = {w: time_prepare(root, work, w, args.size) for w in args.workers}
-    per_core = out["prepare_img_s"][args.workers[0]] / max(1, args.workers[0])
+    per_core = out["prepare_img_s"][args.workers[0]]["img_per_cpu_s"]
     out["tar_index_us_per_member"] = 1e6 * time_tar_index(work)
     out["worker_moments_ms_per_image"] = 1e3 * time_moments(args.size)
-    main_s = time_main_process(work, args.size)
-    out["parent_ms_per_image"] = 1e3 * main_s
+    main_s, main_wall = time_main_process(work, args.size)
+    out["parent_cpu_ms_per_image"] = 1e3 * main_s
     out["parent_ceiling_img_s"] = 1 / main_s
-    out["projected_hours"] = {  # N cores at the one-core rate, capped by the parent
+    out["parent_wall_ms_per_image_with_disk"] = 1e3 * main_wall
+    out["disk_write_mb_s"] = args.size**2 * 3 / main_wall / 1e6
+    out["projected_hours"] = {  # N cores at the per-CPU-second rate, capped by the parent's CPU
         n: ILSVRC_IMAGES / min(per_core * n, 1 / main_s) / 3600 for n in (8, 16, 32)
     }
-    out["cpu_count"] = os.cpu_count()
+    out["cpu_count"], out["load_avg"] = os.cpu_count(), os.getloadavg()
     print(json.dumps(out, indent=1))
     return 0
 

@@ -57,7 +57,9 @@ class Decoders:
         return self.pool.imap(_decode, tasks, chunksize=4) if self.pool else map(_decode, tasks)
 
     def close(self) -> None:
+        global _slots
         torch.set_num_threads(self.threads)
         if self.pool is not None:
             self.pool.terminate()
             self.pool.join()
+        _slots = self.slots = None  # unmapped once the last view is gone
