@@ -69,12 +69,14 @@ def refuse_to_overwrite(run_dir: str | Path) -> None:
         )
 
 
-JOB_FILE = "torchrun_job"  # the torchrun run id of the job that started the run folder
-REFUSED_FILE = "torchrun_refused"  # run ids of later jobs refused there (one reused an id)
+# parallel/jobs.py names a job in all its attempts (torchrun's run id, Slurm's job id); the names
+# of the files are older than Slurm's part in them
+JOB_FILE = "torchrun_job"  # the job that started the run folder
+REFUSED_FILE = "torchrun_refused"  # later jobs refused there (one reused a run id)
 
 
 def mark_job(run_dir: str | Path, job: str) -> None:
-    """Record that torchrun job ``job`` started the run in ``run_dir`` (its restarts resume it)."""
+    """Record that job ``job`` started the run in ``run_dir`` (its later attempts resume it)."""
     (Path(run_dir) / JOB_FILE).write_text(job + "\n")
     (Path(run_dir) / REFUSED_FILE).unlink(missing_ok=True)
 
@@ -87,7 +89,7 @@ def mark_refused(run_dir: str | Path, job: str) -> None:
 
 
 def resumable_by(run_dir: str | Path, job: str) -> bool:
-    """Whether a restart of torchrun job ``job`` continues the run in ``run_dir``: the job
+    """Whether a later attempt of job ``job`` continues the run in ``run_dir``: the job
     started it, and no job under the same id was refused there since."""
     run_dir = Path(run_dir)
     started = (run_dir / JOB_FILE).read_text().split() if (run_dir / JOB_FILE).is_file() else []

@@ -21,7 +21,7 @@ from alexnet2012 import config
 from alexnet2012.config import Config
 from alexnet2012.data import build_data
 from alexnet2012.nets.build import input_size
-from alexnet2012.parallel import comm, torchrun, watchdog
+from alexnet2012.parallel import comm, jobs, torchrun, watchdog
 from alexnet2012.parallel.execution import build_execution
 from alexnet2012.training import hooks, results, snapshot
 from alexnet2012.training.evaluate import evaluate
@@ -77,7 +77,7 @@ def _loop(r: Run, forward, data, per_epoch: int, resume: bool) -> dict:
         state = snapshot.begin(r, resume)  # fresh, or restored
     checked = state.step  # the loss is known finite up to here
     logger = make_logger(r.dir, config.to_dict(cfg), cfg.wandb, env.is_main,
-                         resume_step=state.step if resume or torchrun.restart_count() else None,
+                         resume_step=state.step if resume or jobs.restarted() else None,
                          run_name=cfg.run.name or None)  # fmt: skip
     shard = (env.data.rank, env.data.size)  # both towers of a pair read the same shard
     total = per_epoch * t.epochs if not t.max_steps else min(t.max_steps, per_epoch * t.epochs)

@@ -2,8 +2,8 @@
 
 :class:`Run` carries what the trainer and its checkpoints share: the run folder, config,
 process environment, execution, optimiser, schedule and run state. :func:`start_policy` decides
-the folder and whether to resume: ``--resume``, or a torchrun restart of the job that started
-the folder (never a folder an earlier job left there).
+the folder and whether to resume: ``--resume``, or a later attempt (a torchrun restart, a Slurm
+requeue) of the job that started the folder (never a folder an earlier job left there).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from alexnet2012.config import Config, ConfigError
 from alexnet2012.files import DiskFullError
-from alexnet2012.parallel import comm, torchrun
+from alexnet2012.parallel import comm, jobs, torchrun
 from alexnet2012.training.checkpoint import (
     check_space,
     checkpoints,
@@ -57,7 +57,7 @@ def start_policy(cfg: Config, resume: bool) -> bool:
 
     The launch scripts give their default folder through ``ALEXNET2012_RUN_DIR``
     (runs/$RDZV_ID, runs/slurm-$SLURM_JOB_ID). Under ``torchrun --max-restarts`` a folder is
-    required, and a restarted job continues from its last checkpoint there.
+    required, and a restarted or requeued job continues from its last checkpoint there.
     """
     if not cfg.run.dir:
         cfg.run.dir = os.environ.get("ALEXNET2012_RUN_DIR", "")
@@ -70,9 +70,10 @@ def start_policy(cfg: Config, resume: bool) -> bool:
 
 
 def _restarted(cfg: Config) -> bool:
-    """Whether this is a torchrun restart of the job that started ``run.dir``."""
-    job, run_dir = torchrun.restartable_job(), cfg.run.dir
-    if torchrun.restart_count() == 0 or not job or not run_dir or not checkpoints(run_dir):
+    """Whether this is a later attempt (torchrun restart, Slurm requeue) of the job that started
+    ``run.dir``."""
+    job, run_dir = jobs.job(), cfg.run.dir
+    if not jobs.restarted() or not job or not run_dir or not checkpoints(run_dir):
         return False
     return resumable_by(run_dir, job)
 
@@ -102,9 +103,9 @@ def _check_fresh(run_dir: Path, replace: bool) -> None:
     names = earlier_run(run_dir)
     if not names or checkpoints(run_dir):  # a folder with checkpoints: snapshot.begin refuses
         return
-    job = torchrun.restartable_job()
-    if job and torchrun.restart_count() > 0 and resumable_by(run_dir, job):
-        return  # a restart of the job that started it, before its first checkpoint
+    job = jobs.job()
+    if job and jobs.restarted() and resumable_by(run_dir, job):
+        return  # a later attempt of the job that started it, before its first checkpoint
     if replace:
         dest = set_aside(run_dir, names)
         log.info("run.dir %s: the earlier run's %s moved to %s", run_dir, ", ".join(names), dest)

@@ -13,7 +13,7 @@ import logging
 import torch
 
 from alexnet2012 import config
-from alexnet2012.parallel import comm, torchrun
+from alexnet2012.parallel import comm, jobs
 from alexnet2012.training import checkpoint
 from alexnet2012.training.optim import load_optimizer_state_by_name, optimizer_state_by_name
 from alexnet2012.training.run import Run, resume_advice
@@ -90,7 +90,7 @@ def begin(run: Run, resume: bool) -> RunState:
     checkpoints; they compare the step they would start from before anything else happens.
     """
     run_dir, env = run.dir, run.env
-    problem, job = None, torchrun.restartable_job()
+    problem, job = None, jobs.job()
     try:
         if resume:
             state = restore(run)

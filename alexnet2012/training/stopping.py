@@ -5,6 +5,11 @@ the ranks vote every ``every`` steps with a one-number all-reduce and stop at th
 CUDA the vote is read ``every`` steps after it was cast, from a pinned host copy that finished
 long ago, so the training step never waits for the GPU (no host synchronisation inside the
 step); on the CPU it is read at once.
+
+A signal often arrives more than once: Slurm signals every process of a job step (``scancel -s
+TERM``, ``--signal=TERM@120``, a preemption or time limit), so a worker under torchrun gets
+Slurm's SIGTERM and then the one torchrun passes on. A repeated SIGTERM is the same request and
+never cuts the save short; only a second SIGINT (Ctrl-C pressed again) stops at once.
 """
 
 from __future__ import annotations
@@ -26,12 +31,17 @@ class Interrupted(RuntimeError):
 
 @contextlib.contextmanager
 def stop_on_signals():
-    """Within the block, SIGINT and SIGTERM set the stop flag; a second one stops at once."""
+    """Within the block, SIGINT and SIGTERM set the stop flag; SIGINT after that stops at once
+    (KeyboardInterrupt), a repeated SIGTERM changes nothing. After a stop was asked for, SIGTERM
+    stays ignored when the block ends: the process is on its way out with its status, and a late
+    copy of the signal must not kill it first."""
 
     def handler(signum, frame):
-        if _STOP["signal"]:  # a second signal: stop now
+        if not _STOP["signal"]:
+            _STOP["signal"] = signum
+        elif signum == signal.SIGINT:  # Ctrl-C again: stop now, without saving
             raise KeyboardInterrupt
-        _STOP["signal"] = signum
+        # else SIGTERM again (Slurm and torchrun each send one): the same request
 
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -43,6 +53,8 @@ def stop_on_signals():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        if _STOP["signal"] and old[signal.SIGTERM] is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def signalled() -> bool:

@@ -40,6 +40,7 @@ from faultkit import (
 )
 
 from alexnet2012.training import checkpoint, hooks, loop, snapshot
+from alexnet2012.training.runlock import LOCK_FILE
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -324,5 +325,7 @@ def test_torchrun_restart_never_takes_over_an_old_run(tmp_path, base_one):
     assert "resumed from" not in out, out[-4000:]
     after = {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
     assert after.pop(run_dir / checkpoint.REFUSED_FILE)  # the refusal is recorded, nothing else
+    lock = run_dir / LOCK_FILE  # but the lock's note of its latest holder: the refused job's
+    assert after.pop(lock).startswith(b"host ") and before.pop(lock)
     assert after == before
     record("torchrun: new job into an old run folder", "refused in every attempt, old run intact")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 from types import SimpleNamespace
 
+import pytest
 import torch
 from spawn import run_ranks
 
@@ -61,3 +62,33 @@ def test_defaults_to_deferred_only_on_cuda():
     assert not stopping.StopVote(_env(2)).deferred
     cuda = SimpleNamespace(world_size=2, device=torch.device("cuda", 0), world=None)
     assert stopping.StopVote(cuda).deferred
+
+
+def test_repeated_sigterm_is_one_request_a_second_sigint_stops_at_once():
+    """Under Slurm a worker gets SIGTERM from Slurm and again from torchrun: the same request,
+    which never cuts the save short. Ctrl-C pressed again stops at once. After a stop, SIGTERM
+    stays ignored, so a late copy cannot kill the process before it exits with its status."""
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with stopping.stop_on_signals():
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)  # no KeyboardInterrupt
+            signal.raise_signal(signal.SIGTERM)
+            assert stopping.signalled()
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+        if before is signal.SIG_DFL:
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        with stopping.stop_on_signals():
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C first, then SIGTERM: one request
+            signal.raise_signal(signal.SIGTERM)
+            assert stopping._STOP["signal"] == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):
+                signal.raise_signal(signal.SIGINT)
+        signal.signal(signal.SIGTERM, before)
+        with stopping.stop_on_signals():  # no signal: the handlers come back unchanged
+            assert not stopping.signalled()
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        stopping._STOP["signal"] = 0
