@@ -36,10 +36,12 @@ Exit status: 0 done, 2 bad input (nothing started, nothing saved is touched), 3 
 was saved is intact), 1 stopped (a non-finite loss, a lost peer), 130 stopped by a signal after
 saving; docs/failures.md has each message.
 """
-PREPARE_HELP = """Resize an image set once (shorter side to --size, centre square crop) into a store
-that training reads fast, with its mean image and RGB PCA (ref §3).
+PREPARE_HELP = """Decode an image set once (shorter side to --size, centre square crop) into a store
+that training reads fast, with its mean image and RGB PCA (ref §3). It reads ILSVRC-2012 as
+distributed (the three official files in one folder, read in place), their extracted layout,
+Kaggle's CLS-LOC download, or ImageFolder trees, and says which it found.
 
-    alexnet2012 prepare /data/imagenet /data/ilsvrc2012-256
+    alexnet2012 prepare /data/ilsvrc2012-download /data/ilsvrc2012-256 --workers 16
     alexnet2012 prepare /data/imagenet /data/ilsvrc2012-256 --on-bad stop
 """
 SUMMARY_HELP = """Per-layer output shapes, parameters and multiply-adds of the configured network,
@@ -115,7 +117,9 @@ def cmd_summary(args) -> int:
 def cmd_prepare(args) -> int:
     from alexnet2012.data.prepare import prepare_main
 
-    summary = prepare_main(args.src, args.dst, size=args.size, on_bad=args.on_bad)
+    summary = prepare_main(
+        args.src, args.dst, size=args.size, on_bad=args.on_bad, workers=args.workers
+    )
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
@@ -178,14 +182,26 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "prepare",
-        help="resize an image tree once into a fast store (ref §3)",
+        help="decode ILSVRC-2012 or an image tree once into a fast store (ref §3)",
         description=PREPARE_HELP,
         formatter_class=RAW,
     )
-    r.add_argument("src", help="folder with train/ and val/ ImageFolder trees, or one tree")
-    r.add_argument("dst", help="output folder")
+    r.add_argument(
+        "src",
+        help="folder holding ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and "
+        "ILSVRC2012_devkit_t12.tar.gz (read in place, nothing extracted), or their extracted "
+        "layout, or Kaggle's CLS-LOC download, or train/ and val/ ImageFolder trees",
+    )
+    r.add_argument("dst", help="output folder; the same command again finishes an interrupted run")
     r.add_argument("--size", type=_at_least(32), default=256, help="stored side in pixels")
     r.add_argument("--on-bad", choices=("skip", "stop"), default="skip")
+    r.add_argument(
+        "--workers",
+        type=_at_least(0),
+        default=None,
+        metavar="N",
+        help="decoding processes (default: the cores available; 0 or 1: in this process)",
+    )
     r.set_defaults(fn=cmd_prepare)
 
     for name, module, text in PLUGINS:

@@ -1,6 +1,7 @@
 """Data for alexnet2012: Fashion-MNIST, prepared ImageFolder stores, and a synthetic set.
 
-The trainer needs only :func:`build_data`; ``prepare_main`` builds an ImageFolder store.
+The trainer needs only :func:`build_data`; ``prepare_main`` builds a store from ILSVRC-2012's
+archives (read in place), their extracted or Kaggle layouts, or ImageFolder trees.
 """
 
 from alexnet2012.data.errors import DataError

@@ -21,7 +21,7 @@ from alexnet2012 import cli
 from alexnet2012.data import DataError, Store, writer
 from alexnet2012.data.prepare import prepare_main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KILLED_RUN = """
 import os, signal, sys
 from alexnet2012.data.prepare import prepare_main
