@@ -46,9 +46,10 @@ class Run:
     lock: RunLock | None = None  # held by the main rank from the start of the run
 
     def release(self) -> None:
-        """Free the run folder for other jobs (the process's end does it too)."""
+        """Free the run folder for other jobs (the process's end does it too). A run refused
+        before it started (no state) leaves the lock file as it found it."""
         if self.lock is not None:
-            self.lock.release()
+            self.lock.release(restore=self.state is None)
             self.lock = None
 
 

@@ -29,9 +29,11 @@ class RunLock:
     def __init__(self, run_dir: str | os.PathLike):
         self.path = Path(run_dir) / LOCK_FILE
         self._fd: int | None = None
+        self._previous: bytes | None = None  # the file as it was, for a job that never started
 
     def acquire(self) -> RunLock:
         """Take the lock, or :class:`RunFolderError` naming the live job that holds it."""
+        existed = self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -42,6 +44,7 @@ class RunLock:
                 f"{self.path.parent} is in use by a live job ({holder}); wait for it to end, "
                 "stop it, or choose another run.dir"
             ) from None
+        self._previous = os.pread(fd, 4096, 0) if existed else None
         os.ftruncate(fd, 0)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         os.pwrite(
@@ -50,10 +53,18 @@ class RunLock:
         self._fd = fd
         return self
 
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
+    def release(self, restore: bool = False) -> None:
+        """Drop the lock; ``restore``: a job that never started leaves the file as it found it."""
+        if self._fd is None:
+            return
+        if restore:
+            if self._previous is None:
+                self.path.unlink(missing_ok=True)
+            else:
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, self._previous, 0)
+        os.close(self._fd)  # closing the descriptor drops the flock
+        self._fd = None
 
 
 def earlier_run(run_dir: str | os.PathLike) -> list[str]:
