@@ -51,5 +51,5 @@ def validate(cfg: Config) -> None:
     for key in ("train_subset", "test_subset", "val_size", "val_subset", "colour_noise_epochs"):
         if getattr(cfg.data, key) < 0:
             raise ConfigError(f"data.{key} must be 0 or more, got {getattr(cfg.data, key)}")
-    if cfg.parallel.timeout_s <= 0:
-        raise ConfigError("parallel.timeout_s must be positive")
+    if cfg.parallel.timeout_s <= 0 or cfg.parallel.slow_timeout_s <= 0:
+        raise ConfigError("parallel.timeout_s and parallel.slow_timeout_s must be positive")

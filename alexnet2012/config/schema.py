@@ -106,6 +106,8 @@ class TrainConfig:
 class ParallelConfig:
     fc8: str = choice("rank0", "rank0", "split")  # rank0: as [C12]; split: partial logits summed
     timeout_s: int = 60  # a dead or hung peer ends the job after this long
+    # what saves, the first compiled steps and resume agreement may take (never below timeout_s)
+    slow_timeout_s: int = 1800
     overlap: bool = False  # compute a cross layer's own-tower part while the exchange runs
 
 

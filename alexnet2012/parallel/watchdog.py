@@ -41,8 +41,8 @@ def group_timeout(seconds: float, backend: str) -> float:
 
 
 def slow_timeout_s(cfg) -> float:
-    """The patient sections' timeout: ``parallel.slow_timeout_s`` when the config has one, else
-    ``SLOW_TIMEOUT_S``; never below ``parallel.timeout_s``."""
+    """The patient sections' timeout: ``parallel.slow_timeout_s`` (0 or unset: the default
+    ``SLOW_TIMEOUT_S``); never below ``parallel.timeout_s``."""
     slow = getattr(cfg.parallel, "slow_timeout_s", 0) or SLOW_TIMEOUT_S
     return max(slow, cfg.parallel.timeout_s)
 

@@ -50,10 +50,10 @@ def _env(rank: int, timeout_s: float):
 
 def _slow_save(rank: int, run_dir: str, patient: bool):
     hooks.install(SlowSave())
-    if not patient:
-        watchdog.SLOW_TIMEOUT_S = 0  # patient sections keep parallel.timeout_s
+    # not patient: the patient sections keep parallel.timeout_s (slow_timeout_s is below it)
+    slow = [] if patient else ["parallel.slow_timeout_s=1"]
     cfg = load_config("configs/debug.yaml", [*OVER, f"run.dir={run_dir}",
-                                              "train.checkpoint_every=3"])  # fmt: skip
+                                              "train.checkpoint_every=3", *slow])  # fmt: skip
     try:
         return loop.run(cfg, env=_env(rank, 2))["steps"]
     except torchrun.PeerError as e:  # the group is broken: a new one for spawn.py's goodbye
