@@ -17,28 +17,18 @@ Layout of DST (all images RGB uint8, shorter side resized to ``size`` and centre
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from alexnet2012.data.errors import DataError
+from alexnet2012.files import write_atomic
 
 FORMAT = 1
 META = "meta.json"
 PROGRESS = "progress.json"
 SPLITS = ("train", "val")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_json(path: Path, obj) -> None:

@@ -22,9 +22,9 @@ from alexnet2012.data.store import (
     PROGRESS,
     SPLITS,
     shrink_npy,
-    write_atomic,
     write_json,
 )
+from alexnet2012.files import write_atomic
 
 log = logging.getLogger(__name__)
 
