@@ -20,6 +20,7 @@ import torch
 from alexnet2012 import config
 from alexnet2012.config import Config
 from alexnet2012.data import build_data
+from alexnet2012.files import DiskFullError
 from alexnet2012.nets.build import input_size
 from alexnet2012.parallel import comm, jobs, torchrun, watchdog
 from alexnet2012.parallel.execution import build_execution
@@ -156,11 +157,18 @@ def _validate(r: Run, data, logger, per_epoch: int, at_epoch_end: bool) -> dict:
 
 
 def _save(r: Run) -> None:
-    """Checkpoint (rank 0 writes); the other ranks wait for the write in a barrier under the
-    patient timeout, not in the next exchange under parallel.timeout_s (parallel/watchdog.py)."""
+    """Checkpoint (rank 0 writes); the other ranks wait for the outcome under the patient
+    timeout, not in the next exchange under parallel.timeout_s (parallel/watchdog.py), and a
+    write that fails (a full disk) stops every rank with rank 0's message, not "died"."""
     with watchdog.patient(r.cfg, watchdog.groups_of(r.env)):
-        snapshot.save(r)
-        comm.barrier(r.env.world)
+        problem = None
+        try:
+            snapshot.save(r)
+        except OSError as e:  # only the main rank writes
+            problem = (isinstance(e, DiskFullError), str(e))
+        problem = comm.broadcast_object(problem, r.env.world, src=0)
+        if problem:
+            raise (DiskFullError if problem[0] else OSError)(problem[1])
 
 
 def _interrupted(logger, r: Run):

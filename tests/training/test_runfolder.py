@@ -257,3 +257,20 @@ def test_diverged_runs_name_the_checkpoint_to_continue_from(tmp_path):
         "".join(f'{{"step": {s}, "train/loss": {v}}}\n' for s, v in rows.items())
     )
     assert resume_advice(run_dir).endswith(f"alexnet2012 train --resume {run_dir} train.lr=...")
+
+
+def _full_on_rank0(rank, run_dir):
+    if rank == 0:  # only rank 0 writes checkpoints; its disk is full
+        checkpoint.torch.save = enospc
+    env = torchrun.mesh_env(rank, 2, rank, torch.device("cpu"), "gloo")
+    try:
+        loop.run(cfg_for(run_dir, "train.max_steps=2"), env=env)
+    except DiskFullError as e:
+        return str(e)
+    return "finished"
+
+
+def test_under_two_ranks_the_other_rank_is_told_the_disk_is_full(tmp_path):
+    messages = run_ranks(_full_on_rank0, 2, tmp_path, args=(str(tmp_path / "run"),))
+    assert messages[0] == messages[1], messages  # the same words, not "the other rank died"
+    assert "no space left on the device of" in messages[1] and "ckpt-00000002.pt" in messages[1]
