@@ -128,14 +128,18 @@ class RunLogger:
                 resume="allow",  # a resumed run continues the same W&B run
                 settings=settings,
             )
-            # one x axis for runs of any batch size or replica count (metrics carry it)
+        except Exception as e:
+            self._wandb_failed("init", e)
+            return
+        log.info("W&B %s run %s in %s", mode, run_id, self.run_dir / "wandb")
+        try:  # one x axis for runs of any batch size or replica count (metrics carry it)
             self._wandb.define_metric("images_seen")
             for prefix in ("train/*", "val/*", "val10/*", "epoch"):
                 self._wandb.define_metric(prefix, step_metric="images_seen")
-        except Exception as e:
-            self._wandb_failed("init", e)
-        else:
-            log.info("W&B %s run %s in %s", mode, run_id, self.run_dir / "wandb")
+        except Exception as e:  # the charts keep the step axis; logging goes on
+            log.warning(
+                "W&B define_metric failed (%s: %s); charts use the step", type(e).__name__, e
+            )
 
     def _wandb_failed(self, what: str, e: Exception) -> None:
         log.warning("W&B %s failed (%s: %s); W&B is off for this run", what, type(e).__name__, e)

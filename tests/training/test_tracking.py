@@ -164,6 +164,9 @@ def fake_wandb(fail_on: str):
         def finish(self, exit_code=0):
             calls.append(("finish", exit_code))
 
+        def define_metric(self, name, **kwargs):  # images_seen as the step metric
+            calls.append(("define_metric", name, kwargs.get("step_metric")))
+
     def init(**kwargs):
         calls.append(("init", kwargs))
         if fail_on == "init":
