@@ -161,14 +161,16 @@ def _save(r: Run) -> None:
     timeout, not in the next exchange under parallel.timeout_s (parallel/watchdog.py), and a
     write that fails (a full disk) stops every rank with rank 0's message, not "died"."""
     with watchdog.patient(r.cfg, watchdog.groups_of(r.env)):
-        problem = None
+        failed = None
         try:
             snapshot.save(r)
         except OSError as e:  # only the main rank writes
-            problem = (isinstance(e, DiskFullError), str(e))
-        problem = comm.broadcast_object(problem, r.env.world, src=0)
-        if problem:
-            raise (DiskFullError if problem[0] else OSError)(problem[1])
+            failed = e
+        code = 0 if failed is None else 1 + isinstance(failed, DiskFullError)
+        flag = comm.broadcast(torch.tensor([code], device=r.env.device), r.env.world, src=0)
+        if int(flag.item()):  # rank 0 could not write: every rank stops with its words
+            text = comm.broadcast_object(str(failed), r.env.world, src=0)
+            raise (DiskFullError if int(flag.item()) == 2 else OSError)(text)
 
 
 def _interrupted(logger, r: Run):
