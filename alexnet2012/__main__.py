@@ -1,4 +1,4 @@
-from alexnet2012.cli import main
+from alexnet2012.cli import run_and_exit
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_and_exit()

@@ -251,3 +251,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"alexnet2012 {args.command}: {e}", file=sys.stderr)
         return 130 if isinstance(e, Interrupted) else 1
+
+
+def run_and_exit(argv: list[str] | None = None) -> None:
+    """:func:`main`, then leave the process with its status.
+
+    A torchrun worker (``RANK`` set) has torn its process group down and flushed everything by
+    then; it leaves without the interpreter's teardown, where gloo's background threads can
+    still be unwinding and abort a cleanly finished process (SIGABRT, "terminate called without
+    an active exception"), most often when all ranks stop on the same error at once.
+    """
+    code = main(argv)
+    if "RANK" in os.environ:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)

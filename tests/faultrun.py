@@ -4,12 +4,10 @@ ALEXNET2012_FAULT=kill@step=7 python tests/faultrun.py train --config configs/de
 python -m torch.distributed.run --nproc_per_node=2 tests/faultrun.py train ...
 """
 
-import sys
-
 import faults
 
-from alexnet2012.cli import main
+from alexnet2012.cli import run_and_exit
 
 if __name__ == "__main__":
     faults.install()
-    sys.exit(main())
+    run_and_exit()
