@@ -209,6 +209,10 @@ c=$(MAX_RESTARTS=0 submit -- run.dir="$run")  # torchrun would retry the refusal
 sl scontrol requeue "$c"
 release "$c"
 [[ $(ended "$c") == FAILED && $(field "$c" Restarts) == 1 ]] || fail "job $c's requeue ran on"
+for _ in $(seq 30); do  # the requeued attempt's lines can reach the file a moment later
+  (($(grep -c "already holds a run" "$tmp/job-$c.out") == 4)) && break
+  sleep 1
+done
 (($(grep -c "already holds a run" "$tmp/job-$c.out") == 4)) || fail "job $c: no refusal"
 [[ $(cd "$run" && sha256sum checkpoints/* metrics.jsonl config.yaml) == "$before" ]] ||
   fail "job $c changed job $b's run folder"

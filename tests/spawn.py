@@ -8,6 +8,7 @@ tensor turned into a numpy array. ``fn`` must be a module-level function (it is 
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import tempfile
@@ -55,6 +56,11 @@ def _rank_main(rank: int, fn: Callable, world_size: int, work: str, args: tuple)
         (out / f"rank{rank}.err").write_text(traceback.format_exc())
         raise
     torchrun.teardown()
+    # leave as the CLI's workers do (alexnet2012.cli.run_and_exit): after a clean teardown, the
+    # interpreter's own exit can race gloo's background threads into SIGABRT
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _failure_text(work: Path, fallback: str) -> str:
