@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet2012.data import ilsvrc
+import alexnet2012.data.ilsvrc as ilsvrc
 from alexnet2012.data.errors import DataError
 
 log = logging.getLogger(__name__)

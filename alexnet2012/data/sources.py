@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import alexnet2012.data.fashion_mnist as fashion_mnist
 from alexnet2012.config import Config, pixel_scale
-from alexnet2012.data import fashion_mnist
 from alexnet2012.data.errors import DataError
 from alexnet2012.data.loader import STREAM_SYNTHETIC, Data, generator, splits
 from alexnet2012.data.store import Store
