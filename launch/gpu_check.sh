@@ -13,6 +13,9 @@
 #      (1 channel, 10 classes), batch 256, bf16 autocast + channels_last: images/s, epoch time
 #      (60000 / images/s), TFLOP/s and the share of one H100's peak.
 #   3. alexnet2012 bench data: each input pipeline on the GPU against the training step.
+#   4. The 2012 pipeline from a prepared store (640 ImageNet-sized JPEGs made and prepared
+#      here): the host's share per core (python -m alexnet2012.data.loadbench), and bench data
+#      at full size with the crops cut on the host (data.crop_on=host) and on the GPU (device).
 # Without CUDA it says so, skips the GPU parts, and runs the same benches tiny on the CPU.
 #
 #   launch/gpu_check.sh                                   # reports in runs/gpu_check
@@ -85,6 +88,15 @@ if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
   part "3. input pipelines on the GPU against the training step" \
     "$PY" -m alexnet2012 bench data "${NET[@]}" --steps 50 --warmup 10 \
     --json "$OUT/bench_data_fmnist224.json"
+  part "4. the 2012 pipeline from a store: the host's share per core" \
+    "$PY" -m alexnet2012.data.loadbench --store "$OUT/store" --make 640 --batches 20 \
+    --workers 1 2 4 8 --json "$OUT/loadbench.json"
+  for crop in host device; do
+    part "4. the 2012 pipeline from a store on the GPU, data.crop_on=$crop" \
+      "$PY" -m alexnet2012 bench data --config configs/imagenet_2012.yaml train.device=cuda \
+      "data.root=$OUT/store" "data.crop_on=$crop" --steps 30 --warmup 5 \
+      --json "$OUT/bench_data_store_$crop.json"
+  done
 else
   part "1. CUDA against the CPU: tests/test_gpu.py" "$PY" tests/test_gpu.py
   echo "no CUDA here: GPU parts (2, 3) skipped; running the same benches tiny on the CPU"
@@ -94,6 +106,8 @@ else
     --json "$OUT/bench_cpu_tiny.json"
   part "3. (CPU, tiny) input pipelines" "$PY" -m alexnet2012 bench data "${NET[@]}" \
     --steps 3 --warmup 1 --json "$OUT/bench_data_cpu_tiny.json"
+  part "4. (CPU, tiny) the 2012 pipeline from a store" "$PY" -m alexnet2012.data.loadbench \
+    --store "$OUT/store" --make 24 --batch 8 --batches 3 --json "$OUT/loadbench.json"
 fi
 
 echo "== summary (epoch = 60000 Fashion-MNIST training images)"
@@ -130,6 +144,17 @@ for (stem, name), rate in sorted(rates.items()):
     if stem.endswith("_compiled") and (stem[: -len("compiled")] + "eager", name) in rates:
         eager = rates[stem[: -len("compiled")] + "eager", name]
         print(f"train.compile=true: {name} {rate / eager:.2f}x eager's images/s")
+EOF
+"$PY" - "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+
+path = Path(sys.argv[1]) / "loadbench.json"
+if path.exists():
+    r = json.loads(path.read_text())
+    for name, part in r["one_core"].items():
+        print(f"loadbench.json: {name:<26} {part['img_per_cpu_s']:9.0f} img/s per core")
+    print(f"loadbench.json: loader threads, img/s: {r['threads_img_s']}")
 EOF
 echo "reports in $OUT"
 echo "== parts"

@@ -74,6 +74,10 @@ class DataConfig:
     pca: str = choice("imagenet", "imagenet", "data")  # colour-noise constants
     colour_noise_epochs: int = 0  # colour noise off from this epoch on (0 = never off; ref §2)
     ten_view: bool = False  # also evaluate the 10 views (ref §3)
+    # imagefolder: where training crops and flips are cut. host: into uint8 on the CPU, so only
+    # the crops cross to the device; device: the whole stored image is copied and cut there
+    crop_on: str = choice("host", "host", "device")
+    workers: int = 2  # imagefolder: threads that read (and crop) batches ahead of the step
     synthetic_size: int = 512  # images in the synthetic set
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -85,12 +86,14 @@ class Data(ABC):
     """A data set ready for training: batches of float32 images (B, C, S, S) on the device.
 
     Subclasses provide ``_fetch(split, idx)`` (the stored images of ``idx`` on the device,
-    and their labels), ``_augment(x, gen)`` (training view) and ``_views(x, ten_view)``.
+    and their labels), ``_augment(x, gen)`` (training view) and ``_views(x, ten_view)``; they
+    may override ``_fetch_train(idx, gen)`` to start the augmentation on the host.
     Splits: "train", "val" (held-out training images, or the test split itself; see
     :func:`splits`) and "test"; ``sizes`` counts each, ``held_out`` says which "val" is.
     """
 
-    prefetch = False  # fetch the next batch on a thread (disk-backed data)
+    # threads that fetch batches ahead of the step, in order (disk-backed data); 0: inline
+    workers = 0
 
     def __init__(self, *, name, classes, in_channels, sizes, held_out, input_size, device):
         self.name: str = name
@@ -154,9 +157,15 @@ class Data(ABC):
             (i, order[i * size : (i + 1) * size][index * batch_size : (index + 1) * batch_size])
             for i in range(start, steps)
         )
-        for i, (x, y) in self._pipeline("train", chunks):
+
+        def fetch(item):  # on a loader thread: the batch's generator starts there
+            i, idx = item
             parts = (seed, epoch, i) if count == 1 else (seed, epoch, i, index)
-            yield self._augment(x, generator(STREAM_AUGMENT, *parts), epoch), y
+            gen = generator(STREAM_AUGMENT, *parts)
+            return gen, self._fetch_train(idx, gen)
+
+        for gen, (x, y) in self._pipeline(fetch, chunks):
+            yield self._augment(x, gen, epoch), y
 
     def eval_batches(
         self, batch_size: int, ten_view: bool = False, shard: tuple = (0, 1), split: str = "test"
@@ -168,25 +177,31 @@ class Data(ABC):
         """
         index, count, n = *shard, self.sizes[split]
         starts = range(index * batch_size, n, batch_size * count)
-        chunks = ((lo, torch.arange(lo, min(lo + batch_size, n))) for lo in starts)
-        for _, (x, y) in self._pipeline(split, chunks):
+        chunks = (torch.arange(lo, min(lo + batch_size, n)) for lo in starts)
+        for x, y in self._pipeline(lambda idx: self._fetch(split, idx), chunks):
             yield self._views(x, ten_view), y
 
-    def _pipeline(self, split: str, chunks) -> Iterator:
-        """(key, fetched batch) for each (key, indices), one batch ahead when ``prefetch``."""
-        if not self.prefetch:
-            for key, idx in chunks:
-                yield key, self._fetch(split, idx)
+    def _pipeline(self, fetch, items) -> Iterator:
+        """``fetch(item)`` for each item, in order; with ``workers`` threads, that many ahead.
+
+        Each batch's randomness comes from its own generator, so the threads' timing cannot
+        change a batch: any number of workers gives the batches of an inline fetch.
+        """
+        if not self.workers:
+            yield from map(fetch, items)
             return
-        with ThreadPoolExecutor(1, thread_name_prefix="alexnet2012-data") as pool:
-            pending = None
-            for key, idx in chunks:
-                future = pool.submit(self._fetch, split, idx)
-                if pending is not None:
-                    yield pending[0], pending[1].result()
-                pending = (key, future)
-            if pending is not None:
-                yield pending[0], pending[1].result()
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="alexnet2012-data") as pool:
+            pending: deque = deque()
+            for item in items:
+                pending.append(pool.submit(fetch, item))
+                if len(pending) > self.workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    def _fetch_train(self, idx: torch.Tensor, gen: torch.Generator):
+        """A training batch's stored images and labels (``gen``: its augmentation's draws)."""
+        return self._fetch("train", idx)
 
     @abstractmethod
     def _fetch(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,9 @@ from alexnet2012.data.transforms import (
     ILSVRC2012_PCA_EIGVECS,
     ILSVRC2012_PCA_STDEVS,
     center_crop,
+    crop_draws,
+    crop_into,
+    mapped,
     pca_noise,
     random_crop_flip,
     ten_views,
@@ -115,8 +118,6 @@ class FashionMNISTData(Data):
 class FolderData(Data):
     """A prepared ImageNet-style store, with the 2012 training pipeline (ref §3)."""
 
-    prefetch = True  # read the next batch from disk while this one trains
-
     def __init__(self, cfg, input_size: int, device: torch.device):
         d = cfg.data
         store = Store(d.root)
@@ -152,6 +153,8 @@ class FolderData(Data):
             self.pca = (store.pca_stdevs, store.pca_eigvecs)
         # ref §1.3: [C12] (the "original" preset) draws one crop and flip per 32 images
         self.per_chunk = C12_CROP_CHUNK if cfg.model.preset == "original" else None
+        self.crop_on_host, self.workers = d.crop_on == "host", d.workers
+        self.mapped = mapped(self.images["train"])  # the training images as a tensor, no copy
         super().__init__(
             name="imagefolder",
             classes=store.classes,
@@ -163,16 +166,42 @@ class FolderData(Data):
         )
 
     def _fetch(self, split, idx):
+        x, y = self._to_device(*self._read(split, idx))
+        return x.permute(0, 3, 1, 2), y  # (B, 3, 256, 256) uint8, cut on the device
+
+    def _fetch_train(self, idx, gen):
+        if not self.crop_on_host:
+            return self._fetch("train", idx)
+        x, y = self._to_device(*self._crops(idx, gen))
+        # (B, 3, S, S) in the layout the device crop makes, so the float steps are the same
+        return x.permute(0, 3, 1, 2).contiguous(), y
+
+    def _read(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+        """The stored (B, 256, 256, 3) uint8 images of ``idx`` and their labels, on the host."""
         rows = self.index[split][idx.numpy()]
         order = np.argsort(rows, kind="stable")
         batch = np.empty((len(rows), self.store_size, self.store_size, 3), np.uint8)
         batch[order] = self.images[split][rows[order]]  # read the memmap in file order
-        x = torch.from_numpy(batch)
-        y = torch.from_numpy(self.labels[split][rows])
+        return torch.from_numpy(batch), self.labels[split][rows]
+
+    def _crops(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
+        """``data.crop_on=host``: the training batch's random crops and flips (B, S, S, 3) uint8
+        and labels, cut on the (loader) thread straight from the memory map into a pinned
+        buffer for a GPU; the float arithmetic (mean, colour noise, scale) stays on the device.
+        """
+        rows, s, n = self.index["train"][idx.numpy()], self.input_size, len(idx)
+        top, left, mirror = crop_draws(n, self.store_size, self.store_size, s, gen, self.per_chunk)
+        pinned = self.device.type == "cuda"
+        out = torch.empty((n, s, s, 3), dtype=torch.uint8, pin_memory=pinned)
+        mirror = mirror.numpy() & self.flip  # drawn either way, as random_crop_flip does
+        crop_into(self.mapped, rows, top.numpy(), left.numpy(), mirror, s, out)
+        return out, self.labels["train"][rows]
+
+    def _to_device(self, x: torch.Tensor, y: np.ndarray):
+        """uint8 images and int64 labels on the device."""
         # pinned, non-blocking: queued on this thread's current stream, the default stream the
         # trainer computes on, so it is ordered before the step that uses it
-        x = to_device(x, self.device).permute(0, 3, 1, 2)  # (B, 3, 256, 256) uint8
-        return x, to_device(y, self.device)
+        return to_device(x, self.device), to_device(torch.from_numpy(y), self.device)
 
     def _from_centred(self, x: torch.Tensor) -> torch.Tensor:
         """Mean-subtracted 0-255 pixels -> the configured input scale."""
@@ -182,7 +211,8 @@ class FolderData(Data):
 
     def _augment(self, x, gen, epoch=0):
         # [P] §4.1, ref §3: random input_size crop and horizontal flip of the 256x256 image
-        x = random_crop_flip(x, self.input_size, gen, per_chunk=self.per_chunk, flip=self.flip)
+        if not self.crop_on_host:  # else cut on the loader thread (_fetch_train)
+            x = random_crop_flip(x, self.input_size, gen, per_chunk=self.per_chunk, flip=self.flip)
         x = x.float()
         # ref §2: [C12] turned colour noise off from epoch 67 (data.colour_noise_epochs=66)
         noise_off = self.noise_epochs and epoch >= self.noise_epochs

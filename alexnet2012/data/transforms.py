@@ -9,7 +9,9 @@ and every rank. Pixel values are in 0-255 units throughout, as in [C12].
 from __future__ import annotations
 
 import math
+import warnings
 
+import numpy as np
 import torch
 
 # ref §3: [C14] ILSVRC-2012 RGB pixel PCA, 0-255 scale; std-devs sqrt(lambda), ascending, and
@@ -57,6 +59,27 @@ def crop(x: torch.Tensor, top, left, size: int, flip=None) -> torch.Tensor:
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def crop_draws(
+    n: int, h: int, w: int, size: int, gen: torch.Generator, per_chunk: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(top, left, mirror), each (n,) on the CPU: the random crops and flips of ``n`` images.
+
+    ``per_chunk=None`` draws an offset and flip per image (the paper's text); ``per_chunk=32``
+    draws one per run of 32 consecutive images, as [C12] does (ref §1.3). Both crop paths (on
+    the device: :func:`random_crop_flip`; on the host: :func:`crop_into`) take their draws from
+    here, so they cut the same pixels from one generator state.
+    """
+    if size > h or size > w:
+        raise ValueError(f"crop {size} is larger than the {h}x{w} images")
+    draws = n if not per_chunk else math.ceil(n / per_chunk)
+    top = torch.randint(0, h - size + 1, (draws,), generator=gen)
+    left = torch.randint(0, w - size + 1, (draws,), generator=gen)
+    mirror = torch.randint(0, 2, (draws,), generator=gen).bool()
+    if per_chunk:
+        top, left, mirror = (t.repeat_interleave(per_chunk)[:n] for t in (top, left, mirror))
+    return top, left, mirror
+
+
 def random_crop_flip(
     x: torch.Tensor,
     size: int,
@@ -66,20 +89,36 @@ def random_crop_flip(
 ) -> torch.Tensor:
     """Random ``size`` crops, each mirrored left-right with p=0.5 when ``flip`` ([P] §4.1).
 
-    ``per_chunk=None`` draws an offset and flip per image (the paper's text); ``per_chunk=32``
-    draws one per run of 32 consecutive images, as [C12] does (ref §1.3). The draws are made
-    whether or not ``flip`` is set, so switching flips off does not move the offsets.
+    Draws as :func:`crop_draws`; they are made whether or not ``flip`` is set, so switching
+    flips off does not move the offsets.
     """
     n, _, h, w = x.shape
-    if size > h or size > w:
-        raise ValueError(f"crop {size} is larger than the {h}x{w} images")
-    draws = n if not per_chunk else math.ceil(n / per_chunk)
-    top = torch.randint(0, h - size + 1, (draws,), generator=gen)
-    left = torch.randint(0, w - size + 1, (draws,), generator=gen)
-    mirror = torch.randint(0, 2, (draws,), generator=gen).bool()
-    if per_chunk:
-        top, left, mirror = (t.repeat_interleave(per_chunk)[:n] for t in (top, left, mirror))
+    top, left, mirror = crop_draws(n, h, w, size, gen, per_chunk)
     return crop(x, top, left, size, mirror if flip else None)
+
+
+def crop_into(images, rows, top, left, mirror, size: int, out: torch.Tensor) -> None:
+    """Host crops in uint8: ``out[k]`` = ``images[rows[k]]`` cut at (top[k], left[k]), mirrored
+    left-right where ``mirror[k]``.
+
+    ``images``: (N, H, W, C) uint8 tensor, typically over the store's memory map (see
+    :func:`mapped`); ``rows``, ``top``, ``left``, ``mirror``: (n,) integer arrays; ``out``:
+    (n, size, size, C) uint8, written in place (a pinned buffer for a GPU). Only the cropped
+    rows of each image are read, in file order. torch copies without holding the GIL, so
+    several threads crop in parallel; its flip is ~10x numpy's negative-stride copy of 3-byte
+    pixels.
+    """
+    for k in np.argsort(rows, kind="stable"):
+        t, s = int(top[k]), int(left[k])
+        patch = images[int(rows[k]), t : t + size, s : s + size]
+        out[k].copy_(patch.flip(1) if mirror[k] else patch)
+
+
+def mapped(array: np.ndarray) -> torch.Tensor:
+    """A tensor over a read-only array (a memory map), sharing its memory; never written."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -156,6 +156,7 @@ def test_gpu_check_runs_without_cuda_or_optional_packages(tmp_path):
     report = json.loads((tmp_path / "out" / "bench_cpu_tiny.json").read_text())
     assert {r["name"] for r in report["results"]} == {"streamlined", "emulated"}
     assert all(r["images_per_s"] > 0 for r in report["results"])
+    assert re.search(r"loadbench.json: crop_flip_uint8 +\d+ img/s per core", out), out
 
 
 def test_bench_times_the_step_training_runs(tmp_path, monkeypatch):

@@ -19,13 +19,14 @@ from alexnet2012.data import build_data
 from alexnet2012.data.prepare import prepare_main
 
 # host-to-device copies per training batch: the indices or the images and labels, the crop
-# offsets and flips (one copy for all three), the colour noise
-COPIES = {"synthetic": 2, "fashion_mnist": 2, "imagefolder": 4}
+# offsets and flips (one copy for all three; none when the host cuts the crops), the colour noise
+COPIES = {"synthetic": 2, "fashion_mnist": 2, "imagefolder": 3, "imagefolder:device": 4}
 
 
 def _config(name: str, tmp_path) -> Config:
     cfg = Config()
     d = cfg.data
+    name, d.crop_on = (name + ":host").split(":")[:2]  # "imagefolder:device": cut there
     d.name, d.flip = name, True
     if name == "fashion_mnist":
         d.root, d.resize = str(make_fashion(tmp_path / "fm")), 36  # resize, crop and flip
@@ -41,7 +42,7 @@ def _config(name: str, tmp_path) -> Config:
 def test_training_batches_are_made_on_the_device(name, tmp_path):
     cfg = _config(name, tmp_path)
     data = build_data(cfg, 28, "meta")
-    data.prefetch = False  # the trace sees this thread only; the reads are the same
+    data.workers = 0  # the trace sees this thread only; the reads are the same
     batches = data.train_batches(0, 4, cfg.seed)
     next(batches)  # one-off work of the first batch is not what is checked
     with DeviceTrace("meta") as trace:

@@ -1,0 +1,176 @@
+"""How fast the 2012 training pipeline reads a prepared store, per core and with threads.
+
+    python -m alexnet2012.data.loadbench --store runs/loaderbench/store --batches 40
+    python -m alexnet2012.data.loadbench --store /tmp/store --make 2000   # make one first
+
+Times, on one thread (torch too), in CPU-seconds per image (the per-core rate, which holds on a
+busy machine), the parts of a training batch at ``--size`` (224) from the store's 256x256
+images, batch ``--batch`` with the [C12] crop draws (one per 32 images):
+
+- ``crop_flip_uint8``: random crops and flips cut from the memory map into a uint8 buffer;
+- ``host_part_crop_on_host``: what the CPU does per batch when the device does the float
+  arithmetic (``data.crop_on=host``): draws, crops, labels;
+- ``host_part_crop_on_device``: the same for ``data.crop_on=device``: the whole 256x256 images
+  are read for the device to cut;
+- ``cpu_only_crop_on_host`` / ``cpu_only_crop_on_device``: the whole pipeline on the CPU (crops,
+  mean image off, PCA colour noise), as a run with ``train.device=cpu`` makes its batches.
+
+Then the wall-clock images/s of the loader threads alone (``data.workers`` 1, 2, ...), and the
+cores needed for 2,000 and 11,000 images/s at the measured per-core rates. The store is read
+once before timing, so the figures are for a store in the page cache. ``--make N``: when the
+store does not exist, first make N JPEGs of ILSVRC-2012's sizes (as ``prepbench`` does) and
+prepare them into it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from alexnet2012.config import Config
+from alexnet2012.data.loader import STREAM_AUGMENT, generator
+from alexnet2012.data.sources import FolderData
+from alexnet2012.data.transforms import C12_CROP_CHUNK, crop_draws, crop_into
+
+RATES = (2_000, 11_000)  # two 2012-era GPUs doubled; the 2012 result in ~3 h on two H100s
+
+
+def folder(store: str, size: int, crop_on: str, workers: int = 0) -> FolderData:
+    cfg = Config()
+    cfg.data.name, cfg.data.root, cfg.data.crop_on, cfg.data.workers = (
+        "imagefolder", store, crop_on, workers
+    )  # fmt: skip
+    cfg.model.preset = "original"  # [C12]: one crop draw per 32 images
+    return FolderData(cfg, size, torch.device("cpu"))
+
+
+def batch_indices(data: FolderData, batch: int, batches: int) -> list[torch.Tensor]:
+    """``batches`` random batches of training indices (epochs' orders, as training draws)."""
+    n = data.train_size
+    order = torch.cat([torch.randperm(n) for _ in range(math.ceil(batches * batch / n) + 1)])
+    return [order[i * batch : (i + 1) * batch] for i in range(batches)]
+
+
+def per_cpu_second(fn, items) -> dict:
+    """Images per CPU-second and per wall-second of ``fn`` over ``items`` (batches)."""
+    fn(items[0])  # warm up
+    wall, cpu = time.perf_counter(), time.process_time()
+    images = sum(len(fn(it)) for it in items)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"img_per_cpu_s": images / cpu, "img_s": images / wall}
+
+
+def time_parts(store: str, size: int, batch: int, batches: int) -> dict:
+    host, device = folder(store, size, "host"), folder(store, size, "device")
+    idx = batch_indices(host, batch, batches)
+    images, rows = host.mapped, [host.index["train"][i.numpy()] for i in idx]
+    for r in rows:  # page the store in: the figures are for a cached store
+        host.images["train"][r].sum()
+    s0 = host.store_size
+    out = torch.empty((batch, size, size, 3), dtype=torch.uint8)
+
+    def crop_only(r):
+        top, left, mirror = crop_draws(len(r), s0, s0, size, generator(STREAM_AUGMENT, len(r)),
+                                       C12_CROP_CHUNK)  # fmt: skip
+        crop_into(images, r, top.numpy(), left.numpy(), mirror.numpy(), size, out)
+        return r
+
+    def crops(i):  # the loader thread's work when the device cuts (crop_on=host)
+        return host._crops(i, generator(STREAM_AUGMENT, int(i[0])))[1]
+
+    def reads(i):  # the same when the device cuts (crop_on=device)
+        return device._read("train", i)[1]
+
+    def whole(data):  # the whole pipeline on the CPU
+        return lambda i: next(iter(_batches(data, i)))[1]
+
+    return {
+        "crop_flip_uint8": per_cpu_second(crop_only, rows),
+        "host_part_crop_on_host": per_cpu_second(crops, idx),
+        "host_part_crop_on_device": per_cpu_second(reads, idx),
+        "cpu_only_crop_on_host": per_cpu_second(whole(host), idx),
+        "cpu_only_crop_on_device": per_cpu_second(whole(device), idx),
+    }
+
+
+def _batches(data: FolderData, idx: torch.Tensor):
+    gen = generator(STREAM_AUGMENT, int(idx[0]))
+    x, y = data._fetch_train(idx, gen)
+    yield data._augment(x, gen, 0), y
+
+
+def time_threads(store: str, size: int, batch: int, batches: int, workers: list[int]) -> dict:
+    """Wall images/s of ``workers`` loader threads cutting crops, nothing else running."""
+    out = {}
+    for w in workers:
+        out[w] = _thread_rate(folder(store, size, "host", w), batch, batches)
+    return out
+
+
+def _thread_rate(data: FolderData, batch: int, batches: int) -> float:
+    idx = batch_indices(data, batch, batches)
+    items = [(i, generator(STREAM_AUGMENT, k)) for k, i in enumerate(idx)]
+
+    def fetch(item):  # the loader threads' share of a GPU run: crops and labels
+        return data._crops(*item)
+
+    list(data._pipeline(fetch, items[: data.workers]))  # start the threads
+    t = time.perf_counter()
+    n = sum(len(y) for _x, y in data._pipeline(fetch, items))
+    return n / (time.perf_counter() - t)
+
+
+def make_store(store: Path, images: int) -> None:
+    """A store of ``images`` ImageNet-sized JPEGs (made, never downloaded), beside ``store``."""
+    from alexnet2012.data.prepare import prepare_main
+    from alexnet2012.data.prepbench import make_jpegs
+
+    jpegs = store.with_name(store.name + "-jpegs")
+    if not jpegs.is_dir():
+        make_jpegs(jpegs, images)
+    prepare_main(str(jpegs), str(store), size=256, workers=os.cpu_count() or 1)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--store", required=True, help="a store made by alexnet2012 prepare")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--batches", type=int, default=40)
+    p.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    p.add_argument("--make", type=int, default=0, help="make a store of N JPEGs if none is there")
+    p.add_argument("--json", help="also write the report here")
+    args = p.parse_args(argv)
+    if args.make and not Path(args.store).exists():
+        make_store(Path(args.store), args.make)
+    torch.set_num_threads(1)
+    out = {"store": args.store, "size": args.size, "batch": args.batch, "batches": args.batches}
+    out["one_core"] = time_parts(args.store, args.size, args.batch, args.batches)
+    out["threads_img_s"] = time_threads(
+        args.store, args.size, args.batch, args.batches, args.workers
+    )
+    out["cores_needed"] = {
+        name: {rate: math.ceil(rate / r["img_per_cpu_s"]) for rate in RATES}
+        for name, r in out["one_core"].items()
+        if name != "crop_flip_uint8"
+    }
+    out["cpu_count"], out["load_avg"], out["torch"] = (
+        os.cpu_count(),
+        os.getloadavg(),
+        torch.__version__,
+    )
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
