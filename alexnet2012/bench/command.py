@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from alexnet2012 import config
+from alexnet2012.bench import exchanges
 from alexnet2012.bench import measure as benchlib
 from alexnet2012.bench import rows as benchrows
 from alexnet2012.bench.measure import EXECUTIONS, Job
@@ -79,6 +80,8 @@ def _options(p) -> None:
     p.add_argument("--flops", action="store_true", help="report achieved TFLOP/s")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="one device's, for --flops")
     p.add_argument("--json", metavar="OUT", help="write the full report as JSON here")
+    what = "two gloo ranks: time each exchange call (waiting, own cost, alone)"
+    p.add_argument("--exchanges", action="store_true", help=what)
 
 
 def _use_cuda(cfg: Config) -> bool:
@@ -131,12 +134,15 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
             run_cfg = benchlib.config_for(cfg, name, fc8)
             label = f"two_ranks/{fc8}" if fc8 else name
             job = Job(label, name, config.to_dict(run_cfg), classes, channels, args.steps,
-                      args.warmup, cuda)  # fmt: skip
+                      args.warmup, cuda, trace=args.exchanges)  # fmt: skip
             flops = None
             if args.flops:
                 macs = benchrows.forward_macs(run_cfg, classes, channels)
                 flops = {"macs": macs, "peak_tflops": peak or None}
-            rows.append(benchrows.summarise(job, benchlib.run_job(job), epoch_images, flops))
+            ranks = benchlib.run_job(job)
+            rows.append(benchrows.summarise(job, ranks, epoch_images, flops))
+            if ranks[0]["exchange_calls"]:
+                rows[-1]["exchange_breakdown"] = exchanges.breakdown(ranks)
     plan, ran = {}, {r["fc8"] for r in rows if r["execution"] == "two_ranks"}
     if "two_ranks" in names and not split:
         for fc8 in sorted({"rank0", "split"} - ran):  # the placements not run: from the plan
@@ -226,6 +232,10 @@ def _print_train(report: dict) -> None:
             if "train_gflop_per_image" in r:
                 print(f"; {r['train_gflop_per_image']:.2f} GFLOP/image", end="")
             print()
+        for r in rows:
+            if "exchange_breakdown" in r:
+                print(f"{r['name']}: exchanges per call, medians over the timed steps")
+                print(exchanges.format_breakdown(r["exchange_breakdown"]))
     rat = report["ratios"]
     for fc8, v in rat["step_time_two_ranks_over_emulated"].items():
         print(f"two_ranks (fc8 {fc8}) / emulated step time: {v:.2f}")

@@ -52,6 +52,7 @@ class Job:
     steps: int
     warmup: int
     cuda: bool
+    trace: bool = False  # two gloo ranks: time each exchange call (bench --exchanges)
 
     @property
     def world_size(self) -> int:
@@ -121,12 +122,15 @@ def measure(job: Job, env: torchrun.Env) -> dict:
     _sync(dev)
     comm.barrier(env.group)  # both ranks start the clock together
     env.group.reset_counters()
+    tracing = job.trace and env.group.size > 1 and dev.type == "cpu"
+    env.group.trace = [] if tracing else None
     times = []
     for i in range(job.steps):
         t0 = time.perf_counter()
         step(job.warmup + i)
         _sync(dev)
         times.append(time.perf_counter() - t0)
+    calls = exchange_calls(env.group, job.steps) if tracing else None
     state = [v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     return {
         "rank": env.rank,
@@ -141,7 +145,36 @@ def measure(job: Job, env: torchrun.Env) -> dict:
         "optimizer_bytes": sum(t.numel() * t.element_size() for t in state),
         "peak_memory": peak_memory(dev),
         "memory_at_start": at_start,
+        "exchange_calls": calls,
     }
+
+
+def exchange_calls(g: comm.TowerGroup, steps: int) -> list[dict]:
+    """The traced exchange calls of ``steps`` steps, one entry per call of a step (host clock
+    at entry and exit in each step), each with the time the same call takes alone
+    (:func:`.probe.exchange_seconds`: at its size, and at 4 bytes: the latency)."""
+    from alexnet2012.parallel.comm.probe import exchange_seconds
+
+    trace, g.trace = g.trace, None
+    per_step = len(trace) // steps
+    if per_step * steps != len(trace) or any(
+        trace[i][:2] != trace[i % per_step][:2] for i in range(len(trace))
+    ):
+        raise RuntimeError(f"the steps made different exchange calls: {len(trace)} in {steps}")
+    sizes = torch.tensor([t[2] for t in trace[:per_step]])  # the sender's count on each call
+    sizes = comm.all_gather_cat(sizes, g, 0).view(g.size, -1).amax(0).tolist()
+    alone: dict = {}
+    calls = []
+    for k, (name, kind, *_rest) in enumerate(trace[:per_step]):
+        for nbytes, repeats in ((sizes[k], 50), (4, 200)):
+            if (kind, nbytes) not in alone:  # the overlapped swaps have no kind: not probed
+                alone[kind, nbytes] = exchange_seconds(g, kind, nbytes, repeats) if kind else None
+        calls.append({
+            "name": name, "kind": kind, "bytes": sizes[k],
+            "enter": [t[3] for t in trace[k::per_step]], "exit": [t[4] for t in trace[k::per_step]],
+            "alone_s": alone[kind, sizes[k]], "latency_s": alone[kind, 4],
+        })  # fmt: skip
+    return calls
 
 
 def _process_main(rank: int, job: Job, work: str, port: int) -> None:

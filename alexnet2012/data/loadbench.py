@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from alexnet2012.config import Config
-from alexnet2012.data.loader import STREAM_AUGMENT, generator
+from alexnet2012.data.loader import STREAM_AUGMENT, ahead, generator
 from alexnet2012.data.sources import FolderData
 from alexnet2012.data.transforms import C12_CROP_CHUNK, crop_draws, crop_into
 
@@ -120,9 +120,9 @@ def _thread_rate(data: FolderData, batch: int, batches: int) -> float:
     def fetch(item):  # the loader threads' share of a GPU run: crops and labels
         return data._crops(*item)
 
-    list(data._pipeline(fetch, items[: data.workers]))  # start the threads
+    list(ahead(fetch, items[: data.workers], data.workers))  # start the threads
     t = time.perf_counter()
-    n = sum(len(y) for _x, y in data._pipeline(fetch, items))
+    n = sum(len(y) for _x, y in ahead(fetch, items, data.workers))
     return n / (time.perf_counter() - t)
 
 

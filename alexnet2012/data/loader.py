@@ -82,6 +82,25 @@ def splits(n_train: int, n_test: int, d) -> dict[str, torch.Tensor]:
     return out
 
 
+def ahead(fetch, items, workers: int) -> Iterator:
+    """``fetch(item)`` for each item, in order; with ``workers`` threads, that many ahead.
+
+    Each batch's randomness comes from its own generator, so the threads' timing cannot
+    change a batch: any number of workers gives the batches of an inline fetch.
+    """
+    if not workers:
+        yield from map(fetch, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="alexnet2012-data") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fetch, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 class Data(ABC):
     """A data set ready for training: batches of float32 images (B, C, S, S) on the device.
 
@@ -164,7 +183,7 @@ class Data(ABC):
             gen = generator(STREAM_AUGMENT, *parts)
             return gen, self._fetch_train(idx, gen)
 
-        for gen, (x, y) in self._pipeline(fetch, chunks):
+        for gen, (x, y) in ahead(fetch, chunks, self.workers):
             yield self._augment(x, gen, epoch), y
 
     def eval_batches(
@@ -178,26 +197,8 @@ class Data(ABC):
         index, count, n = *shard, self.sizes[split]
         starts = range(index * batch_size, n, batch_size * count)
         chunks = (torch.arange(lo, min(lo + batch_size, n)) for lo in starts)
-        for x, y in self._pipeline(lambda idx: self._fetch(split, idx), chunks):
+        for x, y in ahead(lambda idx: self._fetch(split, idx), chunks, self.workers):
             yield self._views(x, ten_view), y
-
-    def _pipeline(self, fetch, items) -> Iterator:
-        """``fetch(item)`` for each item, in order; with ``workers`` threads, that many ahead.
-
-        Each batch's randomness comes from its own generator, so the threads' timing cannot
-        change a batch: any number of workers gives the batches of an inline fetch.
-        """
-        if not self.workers:
-            yield from map(fetch, items)
-            return
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="alexnet2012-data") as pool:
-            pending: deque = deque()
-            for item in items:
-                pending.append(pool.submit(fetch, item))
-                if len(pending) > self.workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
 
     def _fetch_train(self, idx: torch.Tensor, gen: torch.Generator):
         """A training batch's stored images and labels (``gen``: its augmentation's draws)."""

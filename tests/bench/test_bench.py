@@ -184,3 +184,54 @@ def test_bench_times_the_step_training_runs(tmp_path, monkeypatch):
     with torchrun.session(60, "cpu") as env:  # one process, in this one
         figures = measure.measure(job, env)
     assert calls == [0, 1, 2, 3, 4] and len(figures["step_s"]) == 3
+
+
+def test_exchange_breakdown_arithmetic():
+    """Waiting is the time until the later rank arrives; the call's own time runs from there."""
+    from alexnet2012.bench.exchanges import breakdown, format_breakdown
+
+    probe = {"median": 1e-4, "mean": 2e-4, "p99": 1e-3, "over_1ms": 0.0}
+    ranks = [
+        {"step_s": [3.0, 3.0], "exchange_calls": [{"name": "fc6", "kind": "all_gather",
+         "bytes": 8, "enter": [1.0, 10.0], "exit": [1.7, 10.4],
+         "alone_s": probe, "latency_s": probe}]},
+        {"step_s": [3.0, 3.0], "exchange_calls": [{"name": "fc6", "kind": "all_gather",
+         "bytes": 8, "enter": [1.5, 10.1], "exit": [1.8, 10.3],
+         "alone_s": probe, "latency_s": probe}]},
+    ]  # fmt: skip
+    b = breakdown(ranks)
+    (call,) = b["calls"]
+    assert call["wait_ms"] == pytest.approx([1e3 * (0.5 + 0.1) / 2, 0.0])
+    assert call["call_mean_ms"] == pytest.approx([1e3 * (0.2 + 0.3) / 2, 1e3 * (0.3 + 0.2) / 2])
+    mean = b["per_step_mean_ms"]
+    assert mean["wait"] == pytest.approx([300.0, 0.0])
+    assert mean["compute"] == pytest.approx([3000.0 - 300.0 - 250.0, 3000.0 - 250.0])
+    assert b["alone_per_step_ms"]["median"] == pytest.approx(0.1)
+    assert "fc6      all-gather" in format_breakdown(b)
+
+
+def test_exchange_breakdown_of_each_placement(tmp_path):
+    """bench --exchanges: every exchange call of a two-rank step, in order, with its bytes, and
+    the step split into compute, waiting and time in the calls (which add up to the step)."""
+    rep = _run(tmp_path, *TINY, "--steps", "3", "--fc8", "both", "--executions", "two_ranks",
+               "--exchanges")  # fmt: skip
+    kinds = {
+        "rank0": ["all_gather"] * 3 + ["to_head", "from_head"] + ["reduce_scatter"] * 3,
+        "split": ["all_gather"] * 3 + ["all_reduce"] + ["reduce_scatter"] * 3,
+    }
+    for row in rep["results"]:
+        b = row["exchange_breakdown"]
+        assert [c["kind"] for c in b["calls"]] == kinds[row["fc8"]], row["fc8"]
+        names = [c["name"] for c in b["calls"]]
+        assert names[:3] == ["conv3", "fc6", "fc7"] and names[-3:] == ["fc7", "fc6", "conv3"]
+        for point in ("conv3", "fc6", "fc7"):  # forward and backward: one tower's tensor each
+            sent = sum(c["bytes"] for c in b["calls"] if c["name"] == point)
+            assert sent == row["bytes_per_step_by_point"][point][0] > 0
+        for c in b["calls"]:
+            assert all(w >= 0 for w in c["wait_ms"]) and all(t > 0 for t in c["call_ms"])
+            for probe in (c["alone_ms"], c["latency_ms"]):
+                assert probe["median"] > 0 and 0 <= probe["over_1ms"] <= 1
+        mean = b["per_step_mean_ms"]
+        for r in range(2):
+            total = mean["compute"][r] + mean["wait"][r] + mean["call"][r]
+            assert total == pytest.approx(mean["step"][r]) and mean["compute"][r] > 0

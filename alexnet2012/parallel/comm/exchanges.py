@@ -31,7 +31,7 @@ class _GatherTowers(torch.autograd.Function):
         t0 = g.clock(x)
         out = x.new_empty((g.size * x.shape[0], *x.shape[1:]))  # rank-major (gloo: not stacked)
         _all_gather_single(out, x, group=g.group)
-        g.count(name, _nbytes(x) * (g.size - 1), t0)
+        g.count(name, _nbytes(x) * (g.size - 1), t0, "all_gather")
         return _channels_from_ranks(out, g.size)
 
     @staticmethod
@@ -44,7 +44,7 @@ class _GatherTowers(torch.autograd.Function):
         t0 = g.clock(parts)
         out = grad.new_empty((n, c, *rest))
         _reduce_scatter_single(out, parts, op=dist.ReduceOp.SUM, group=g.group)
-        g.count(ctx.name, _nbytes(out) * (g.size - 1), t0)
+        g.count(ctx.name, _nbytes(out) * (g.size - 1), t0, "reduce_scatter")
         return out, None, None
 
 
@@ -83,11 +83,11 @@ class _GatherToHead(torch.autograd.Function):
         t0 = g.clock(x)
         if g.rank != head:
             dist.send(x, dst=g.global_rank(head), group=g.group)
-            g.count(name, _nbytes(x), t0)
+            g.count(name, _nbytes(x), t0, "to_head")
             return x.new_empty((x.shape[0], 0, *x.shape[2:]))  # (N, 0): still on x's graph
         parts = [x if r == head else torch.empty_like(x) for r in range(g.size)]
         _with_each_peer(dist.irecv, parts, g, head)
-        g.count(name, 0, t0)
+        g.count(name, 0, t0, "to_head")
         return torch.cat(parts, dim=1)  # (N, size*c, ...) in rank order
 
     @staticmethod
@@ -97,11 +97,12 @@ class _GatherToHead(torch.autograd.Function):
         if g.rank != head:
             out = torch.empty(ctx.shape, dtype=ctx.dtype, device=ctx.device)
             dist.recv(out, src=g.global_rank(head), group=g.group)
-            g.count(ctx.name, 0, t0)
+            g.count(ctx.name, 0, t0, "from_head")
             return out, None, None, None
         parts = [p.contiguous() for p in grad.chunk(g.size, dim=1)]
         _with_each_peer(dist.isend, parts, g, head)
-        g.count(ctx.name, sum(_nbytes(parts[r]) for r in range(g.size) if r != head), t0)
+        sent = sum(_nbytes(parts[r]) for r in range(g.size) if r != head)
+        g.count(ctx.name, sent, t0, "from_head")
         return parts[head], None, None, None
 
 
@@ -114,7 +115,7 @@ class _SumPartials(torch.autograd.Function):
         t0 = g.clock(out)
         dist.all_reduce(out, op=dist.ReduceOp.SUM, group=g.group)
         # a ring all-reduce sends 2 (size-1)/size of the tensor per rank (the tensor at size 2)
-        g.count(name, _nbytes(out) * 2 * (g.size - 1) // g.size, t0)
+        g.count(name, _nbytes(out) * 2 * (g.size - 1) // g.size, t0, "all_reduce")
         return out
 
     @staticmethod

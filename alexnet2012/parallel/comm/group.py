@@ -25,6 +25,8 @@ class TowerGroup:
     the compute stream from the call to the exchange's completion, measured with CUDA events
     (NCCL calls return once enqueued, so host time would only be launch time). The events are
     read without waiting as they complete, and all of them when ``wait_s`` is read.
+    ``trace``: when a list, each exchange call on the CPU also appends (name, kind, bytes, host
+    clock at entry, at exit), for the per-call breakdown of ``bench --exchanges``.
     """
 
     group: Any = None  # dist.ProcessGroup | None
@@ -33,6 +35,7 @@ class TowerGroup:
     bytes_sent: dict[str, int] = field(default_factory=dict)
     _wait_s: dict[str, float] = field(default_factory=dict, repr=False)
     _pending: list = field(default_factory=list, repr=False)  # (name, start, end) CUDA events
+    trace: list | None = field(default=None, repr=False)
 
     @property
     def enabled(self) -> bool:
@@ -63,11 +66,15 @@ class TowerGroup:
         start.record(torch.cuda.current_stream(t.device))
         return start
 
-    def count(self, name: str, nbytes: int, t0) -> None:
-        """Add an exchange's bytes and the time since ``t0`` (:meth:`clock`) under ``name``."""
+    def count(self, name: str, nbytes: int, t0, kind: str = "") -> None:
+        """Add an exchange's bytes and the time since ``t0`` (:meth:`clock`) under ``name``;
+        ``kind``: the call (:data:`.probe.KINDS`), for the trace."""
         self.bytes_sent[name] = self.bytes_sent.get(name, 0) + int(nbytes)
         if isinstance(t0, float):
-            self._wait_s[name] = self._wait_s.get(name, 0.0) + time.perf_counter() - t0
+            t1 = time.perf_counter()
+            self._wait_s[name] = self._wait_s.get(name, 0.0) + t1 - t0
+            if self.trace is not None:
+                self.trace.append((name, kind, int(nbytes), t0, t1))
             return
         end = torch.cuda.Event(enable_timing=True)
         end.record()  # the stream t0 was recorded on: the current one, as at the start
