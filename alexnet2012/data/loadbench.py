@@ -13,7 +13,9 @@ images, batch ``--batch`` with the [C12] crop draws (one per 32 images):
 - ``host_part_crop_on_device``: the same for ``data.crop_on=device``: the whole 256x256 images
   are read for the device to cut;
 - ``cpu_only_crop_on_host`` / ``cpu_only_crop_on_device``: the whole pipeline on the CPU (crops,
-  mean image off, PCA colour noise), as a run with ``train.device=cpu`` makes its batches.
+  mean image off, PCA colour noise), as a run with ``train.device=cpu`` makes its batches;
+- ``cpu_only_eval_centre`` / ``cpu_only_eval_ten_view``: evaluation batches of the store's
+  validation images on the CPU, the centre crop or the 10 views (images, not views, per second).
 
 Then the wall-clock images/s of the loader threads alone (``data.workers`` 1, 2, ...), and the
 cores needed for 2,000 and 11,000 images/s at the measured per-core rates. The store is read
@@ -96,7 +98,23 @@ def time_parts(store: str, size: int, batch: int, batches: int) -> dict:
         "host_part_crop_on_device": per_cpu_second(reads, idx),
         "cpu_only_crop_on_host": per_cpu_second(whole(host), idx),
         "cpu_only_crop_on_device": per_cpu_second(whole(device), idx),
+        **time_eval(device, batch, passes=max(2, batches * batch // max(1, device.test_size))),
     }
+
+
+def time_eval(data: FolderData, batch: int, passes: int) -> dict:
+    """Images per CPU-second of evaluation batches on the CPU over the store's validation
+    split: the centre crop, and the 10 views ([C12]'s multiview test), mean image off."""
+    out = {}
+    if not data.test_size:
+        return out
+    for name, ten in (("cpu_only_eval_centre", False), ("cpu_only_eval_ten_view", True)):
+
+        def one_pass(_i, ten=ten):
+            return [y for _x, y in data.eval_batches(batch, ten_view=ten) for y in y.tolist()]
+
+        out[name] = per_cpu_second(one_pass, list(range(passes)))
+    return out
 
 
 def _batches(data: FolderData, idx: torch.Tensor):
@@ -158,7 +176,7 @@ def main(argv=None) -> int:
     out["cores_needed"] = {
         name: {rate: math.ceil(rate / r["img_per_cpu_s"]) for rate in RATES}
         for name, r in out["one_core"].items()
-        if name != "crop_flip_uint8"
+        if name != "crop_flip_uint8" and "_eval_" not in name
     }
     out["cpu_count"], out["load_avg"], out["torch"] = (
         os.cpu_count(),

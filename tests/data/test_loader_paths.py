@@ -99,6 +99,8 @@ def test_loadbench_reports_each_part(store, capsys):
         "host_part_crop_on_device",
         "cpu_only_crop_on_host",
         "cpu_only_crop_on_device",
+        "cpu_only_eval_centre",
+        "cpu_only_eval_ten_view",
     }
     assert all(p["img_per_cpu_s"] > 0 and p["img_s"] > 0 for p in parts.values())
     assert set(out["threads_img_s"]) == {"1", "2"}
