@@ -48,7 +48,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.input_size must be 0 (preset default) or >= 32, got {m.input_size}"
         )
-    for key in ("train_subset", "test_subset", "val_size", "val_subset", "colour_noise_epochs"):
+    numbers = ("train_subset", "test_subset", "val_size", "val_subset", "colour_noise_epochs")
+    for key in (*numbers, "workers"):
         if getattr(cfg.data, key) < 0:
             raise ConfigError(f"data.{key} must be 0 or more, got {getattr(cfg.data, key)}")
     if cfg.parallel.timeout_s <= 0 or cfg.parallel.slow_timeout_s <= 0:

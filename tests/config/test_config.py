@@ -33,6 +33,8 @@ def test_extends(tmp_path):
         ("model.cross=[conv3]", ["fc8"]),
         ("model.widths=[3,4]", ["model.widths", "7"]),
         ("parallel.fc8=both", ["parallel.fc8", "rank0", "split"]),
+        ("data.workers=-1", ["data.workers", "0 or more"]),
+        ("data.crop_on=gpu", ["data.crop_on", "host", "device"]),
         ("nonsense", ["key=value"]),
     ],
 )
