@@ -167,12 +167,16 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.make and not Path(args.store).exists():
         make_store(Path(args.store), args.make)
-    torch.set_num_threads(1)
     out = {"store": args.store, "size": args.size, "batch": args.batch, "batches": args.batches}
-    out["one_core"] = time_parts(args.store, args.size, args.batch, args.batches)
-    out["threads_img_s"] = time_threads(
-        args.store, args.size, args.batch, args.batches, args.workers
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per core; the caller's setting comes back afterwards
+    try:
+        out["one_core"] = time_parts(args.store, args.size, args.batch, args.batches)
+        out["threads_img_s"] = time_threads(
+            args.store, args.size, args.batch, args.batches, args.workers
+        )
+    finally:
+        torch.set_num_threads(threads)
     out["cores_needed"] = {
         name: {rate: math.ceil(rate / r["img_per_cpu_s"]) for rate in RATES}
         for name, r in out["one_core"].items()

@@ -90,7 +90,9 @@ def test_loadbench_reports_each_part(store, capsys):
     from alexnet2012.data import loadbench
 
     argv = ["--store", str(store), "--size", "28", "--batch", "4", "--batches", "3"]
+    threads = torch.get_num_threads()
     assert loadbench.main([*argv, "--workers", "1", "2"]) == 0
+    assert torch.get_num_threads() == threads  # later tests' numerics depend on it
     out = json.loads(capsys.readouterr().out)
     parts = out["one_core"]
     assert set(parts) == {

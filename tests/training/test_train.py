@@ -61,15 +61,17 @@ def _logits_two_ranks(rank, ckpt_path, run_dir):
 
 def test_two_ranks_train_like_one_process(tmp_path):
     """20 SGD steps, momentum, weight decay, dropout and augmentation on: same loss each step."""
-    extra = ["train.max_steps=20", "train.momentum=0.9", "train.lr=0.02"]
+    # lr 0.005: at 0.02 this tiny set trains chaotically: the rounding differences between one
+    # process and two ranks grow about tenfold per step from step 12, so whether step 17 stays
+    # within 1e-4 depended on the one-process run's thread count (1 thread: 1.4e-4)
+    extra = ["train.max_steps=20", "train.momentum=0.9", "train.lr=0.005"]
     one = tmp_path / "one"
     loop.run(cfg_for(one, *extra))
     two = tmp_path / "two"
     summaries = run_ranks(_train_two_ranks, 2, tmp_path, args=(str(two), extra), timeout=240)
     a, b = losses(one), losses(two)
     assert sorted(a) == sorted(b) == list(range(1, 21))
-    # lr 0.005: at 0.02 this tiny set trains chaotically, and the float rounding of the split
-    # fc8's summed partial logits grew tenfold per step from step 12 (1.3e-3 at step 18)
+    assert a[20] < a[1] - 0.05  # it trains: the comparison is not of a flat curve
     for step in a:
         assert abs(a[step] - b[step]) <= 1e-4 * abs(a[step]), step
     wa = checkpoint.load_latest(one)[0]["model"]
