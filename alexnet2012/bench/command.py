@@ -143,6 +143,8 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
             rows.append(benchrows.summarise(job, ranks, epoch_images, flops))
             if ranks[0]["exchange_calls"]:
                 rows[-1]["exchange_breakdown"] = exchanges.breakdown(ranks)
+            elif args.exchanges and name == "two_ranks":
+                notes.append(f"{label}: --exchanges times two gloo ranks without overlap only")
     plan, ran = {}, {r["fc8"] for r in rows if r["execution"] == "two_ranks"}
     if "two_ranks" in names and not split:
         for fc8 in sorted({"rank0", "split"} - ran):  # the placements not run: from the plan

@@ -81,7 +81,7 @@ def format_breakdown(b: dict) -> str:
         la = f"{lat['median']:.2f}" if lat else "-"
         slow = f"{100 * lat['over_1ms']:.0f}%" if lat else "-"
         lines.append(
-            f"{c['name']:<8} {KIND_NAMES.get(c['kind'], c['kind'] or 'swap'):<17} "
+            f"{c['name']:<8} {KIND_NAMES.get(c['kind'], c['kind']):<17} "
             f"{c['bytes'] / 1e3:>6.1f} {_pair(c['wait_ms']):>12} {_pair(c['call_ms']):>12} "
             f"{_pair(c['call_mean_ms']):>12} {a:>14} {la:>7} {slow:>5}"
         )

@@ -122,7 +122,8 @@ def measure(job: Job, env: torchrun.Env) -> dict:
     _sync(dev)
     comm.barrier(env.group)  # both ranks start the clock together
     env.group.reset_counters()
-    tracing = job.trace and env.group.size > 1 and dev.type == "cpu"
+    # the overlapped path's swaps post and wait in separate calls: no per-call split for them
+    tracing = job.trace and env.group.size > 1 and dev.type == "cpu" and not ex.overlap
     env.group.trace = [] if tracing else None
     times = []
     for i in range(job.steps):
@@ -167,8 +168,8 @@ def exchange_calls(g: comm.TowerGroup, steps: int) -> list[dict]:
     calls = []
     for k, (name, kind, *_rest) in enumerate(trace[:per_step]):
         for nbytes, repeats in ((sizes[k], 50), (4, 200)):
-            if (kind, nbytes) not in alone:  # the overlapped swaps have no kind: not probed
-                alone[kind, nbytes] = exchange_seconds(g, kind, nbytes, repeats) if kind else None
+            if (kind, nbytes) not in alone:
+                alone[kind, nbytes] = exchange_seconds(g, kind, nbytes, repeats)
         calls.append({
             "name": name, "kind": kind, "bytes": sizes[k],
             "enter": [t[3] for t in trace[k::per_step]], "exit": [t[4] for t in trace[k::per_step]],

@@ -83,7 +83,7 @@ def time_parts(store: str, size: int, batch: int, batches: int) -> dict:
         crop_into(images, r, top.numpy(), left.numpy(), mirror.numpy(), size, out)
         return r
 
-    def crops(i):  # the loader thread's work when the device cuts (crop_on=host)
+    def crops(i):  # the loader thread's work when the host cuts (crop_on=host)
         return host._crops(i, generator(STREAM_AUGMENT, int(i[0])))[1]
 
     def reads(i):  # the same when the device cuts (crop_on=device)
@@ -138,7 +138,8 @@ def _thread_rate(data: FolderData, batch: int, batches: int) -> float:
     def fetch(item):  # the loader threads' share of a GPU run: crops and labels
         return data._crops(*item)
 
-    list(ahead(fetch, items[: data.workers], data.workers))  # start the threads
+    for i in idx:  # page the batches in: the figures are for a cached store
+        data.images["train"][data.index["train"][i.numpy()]].sum()
     t = time.perf_counter()
     n = sum(len(y) for _x, y in ahead(fetch, items, data.workers))
     return n / (time.perf_counter() - t)

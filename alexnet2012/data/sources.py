@@ -178,11 +178,12 @@ class FolderData(Data):
 
     def _read(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         """The stored (B, 256, 256, 3) uint8 images of ``idx`` and their labels, on the host."""
-        rows = self.index[split][idx.numpy()]
+        rows, s = self.index[split][idx.numpy()], self.store_size
         order = np.argsort(rows, kind="stable")
-        batch = np.empty((len(rows), self.store_size, self.store_size, 3), np.uint8)
-        batch[order] = self.images[split][rows[order]]  # read the memmap in file order
-        return torch.from_numpy(batch), self.labels[split][rows]
+        pinned = self.device.type == "cuda"  # read straight into the buffer the copy sends
+        batch = torch.empty((len(rows), s, s, 3), dtype=torch.uint8, pin_memory=pinned)
+        batch.numpy()[order] = self.images[split][rows[order]]  # read the memmap in file order
+        return batch, self.labels[split][rows]
 
     def _crops(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
         """``data.crop_on=host``: the training batch's random crops and flips (B, S, S, 3) uint8

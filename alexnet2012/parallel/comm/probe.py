@@ -24,36 +24,40 @@ from alexnet2012.parallel.comm.group import TowerGroup, all_gather_cat, barrier
 KINDS = ("all_gather", "reduce_scatter", "to_head", "from_head", "all_reduce")
 
 
-def _call(kind: str, x: torch.Tensor, g: TowerGroup, head: int = 0) -> None:
+def _exchange(kind: str, x: torch.Tensor, g: TowerGroup, head: int = 0):
+    """A function making one ``kind`` exchange of ``x`` (this rank's part), its buffers made
+    here, outside the timed calls, as the real exchanges make theirs before their clock starts."""
     if kind == "all_gather":
-        _all_gather_single(x.new_empty((g.size * x.shape[0],)), x, group=g.group)
-    elif kind == "reduce_scatter":
-        out = x.new_empty((x.shape[0],))
-        big = x.repeat(g.size)
-        _reduce_scatter_single(out, big, op=dist.ReduceOp.SUM, group=g.group)
-    elif kind == "all_reduce":
-        dist.all_reduce(x, op=dist.ReduceOp.SUM, group=g.group)
-    elif kind in ("to_head", "from_head"):
-        sending = (g.rank != head) == (kind == "to_head")
+        out = x.new_empty((g.size * x.shape[0],))
+        return lambda: _all_gather_single(out, x, group=g.group)
+    if kind == "reduce_scatter":
+        out, parts = x.new_empty((x.shape[0],)), x.repeat(g.size)
+        return lambda: _reduce_scatter_single(out, parts, op=dist.ReduceOp.SUM, group=g.group)
+    if kind == "all_reduce":
+        return lambda: dist.all_reduce(x, op=dist.ReduceOp.SUM, group=g.group)
+    if kind in ("to_head", "from_head"):
+        op = dist.isend if (g.rank != head) == (kind == "to_head") else dist.irecv
         peers = [r for r in range(g.size) if r != head] if g.rank == head else [head]
-        op = dist.isend if sending else dist.irecv
-        for w in [op(x, g.global_rank(r), group=g.group) for r in peers]:
-            w.wait()
-    else:
-        raise ValueError(f"exchange kind {kind!r} is not one of {', '.join(KINDS)}")
+
+        def p2p():
+            for w in [op(x, g.global_rank(r), group=g.group) for r in peers]:
+                w.wait()
+
+        return p2p
+    raise ValueError(f"exchange kind {kind!r} is not one of {', '.join(KINDS)}")
 
 
 def exchange_seconds(g: TowerGroup, kind: str, nbytes: int, repeats: int = 50) -> dict:
     """One ``kind`` exchange of ``nbytes`` per rank (fp32), both ranks starting together,
     ``repeats`` times: {"median", "mean", "p99", "over_1ms"} (seconds; the share of calls over
     1 ms). Every rank of ``g`` must call it with the same arguments."""
-    x = torch.zeros(max(1, nbytes // 4))
-    _call(kind, x, g)  # first call: connections, buffers
+    call = _exchange(kind, torch.zeros(max(1, nbytes // 4)), g)
+    call()  # first call: connections
     enter, leave = torch.zeros(repeats, dtype=torch.float64), []
     for i in range(repeats):
         barrier(g)
         enter[i] = time.perf_counter()
-        _call(kind, x, g)
+        call()
         leave.append(time.perf_counter())
     last = all_gather_cat(enter, g, 0).view(g.size, repeats).amax(0)
     times = sorted(t - float(e) for t, e in zip(leave, last, strict=True))
