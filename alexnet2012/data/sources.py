@@ -180,8 +180,7 @@ class FolderData(Data):
         """The stored (B, 256, 256, 3) uint8 images of ``idx`` and their labels, on the host."""
         rows, s = self.index[split][idx.numpy()], self.store_size
         order = np.argsort(rows, kind="stable")
-        pinned = self.device.type == "cuda"  # read straight into the buffer the copy sends
-        batch = torch.empty((len(rows), s, s, 3), dtype=torch.uint8, pin_memory=pinned)
+        batch = self._host_buffer((len(rows), s, s, 3))  # read straight into what is sent
         batch.numpy()[order] = self.images[split][rows[order]]  # read the memmap in file order
         return batch, self.labels[split][rows]
 
@@ -192,11 +191,15 @@ class FolderData(Data):
         """
         rows, s, n = self.index["train"][idx.numpy()], self.input_size, len(idx)
         top, left, mirror = crop_draws(n, self.store_size, self.store_size, s, gen, self.per_chunk)
-        pinned = self.device.type == "cuda"
-        out = torch.empty((n, s, s, 3), dtype=torch.uint8, pin_memory=pinned)
+        out = self._host_buffer((n, s, s, 3))
         mirror = mirror.numpy() & self.flip  # drawn either way, as random_crop_flip does
         crop_into(self.mapped, rows, top.numpy(), left.numpy(), mirror, s, out)
         return out, self.labels["train"][rows]
+
+    def _host_buffer(self, shape: tuple) -> torch.Tensor:
+        """A uint8 host buffer for a batch: pinned for a GPU, where the caching host allocator
+        hands its blocks out again once their copies have run."""
+        return torch.empty(shape, dtype=torch.uint8, pin_memory=self.device.type == "cuda")
 
     def _to_device(self, x: torch.Tensor, y: np.ndarray):
         """uint8 images and int64 labels on the device."""

@@ -109,3 +109,28 @@ def test_loadbench_reports_each_part(store, capsys):
     need = out["cores_needed"]["cpu_only_crop_on_host"]
     rate = parts["cpu_only_crop_on_host"]["img_per_cpu_s"]
     assert need == {"2000": math.ceil(2000 / rate), "11000": math.ceil(11000 / rate)}
+
+
+def test_loadbench_cold_drops_the_cache_per_thread_count(store, capsys, monkeypatch):
+    from alexnet2012.data import loadbench
+
+    drops = []
+    monkeypatch.setattr(loadbench, "drop_page_cache", lambda: drops.append(1))
+    argv = ["--store", str(store), "--size", "28", "--batch", "4", "--batches", "2", "--cold"]
+    assert loadbench.main([*argv, "--workers", "1", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["threads_img_s_cold"]) == {"1", "3"} and len(drops) == 2
+    assert all(v > 0 for v in out["threads_img_s_cold"].values())
+
+
+def test_loadbench_cold_without_root_says_so(monkeypatch):
+    from pathlib import Path
+
+    from alexnet2012.data import loadbench
+
+    def refuse(*_a, **_k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    with pytest.raises(SystemExit, match="--cold needs root"):
+        loadbench.drop_page_cache()
