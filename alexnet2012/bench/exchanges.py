@@ -47,20 +47,17 @@ def breakdown(ranks: list[dict]) -> dict:
     out = {"calls": calls}
     out["per_step_ms"] = {k: (1e3 * np.median(v, 1)).tolist() for k, v in parts.items()}
     out["per_step_mean_ms"] = {k: (1e3 * v.mean(1)).tolist() for k, v in parts.items()}
-    if all(c["alone_ms"] for c in calls):  # the calls alone, summed over a step
-        out["alone_per_step_ms"] = {
-            "median": sum(c["alone_ms"]["median"] for c in calls),
-            "mean": sum(c["alone_ms"]["mean"] for c in calls),
-            "latency_median": sum(c["latency_ms"]["median"] for c in calls),
-            "latency_mean": sum(c["latency_ms"]["mean"] for c in calls),
-        }
+    out["alone_per_step_ms"] = {  # the calls alone, summed over a step
+        "median": sum(c["alone_ms"]["median"] for c in calls),
+        "mean": sum(c["alone_ms"]["mean"] for c in calls),
+        "latency_median": sum(c["latency_ms"]["median"] for c in calls),
+        "latency_mean": sum(c["latency_ms"]["mean"] for c in calls),
+    }
     return out
 
 
-def _ms(stats: dict | None) -> dict | None:
+def _ms(stats: dict) -> dict:
     """Seconds -> ms in a probe's figures (the share over 1 ms stays a share)."""
-    if stats is None:
-        return None
     return {k: v if k == "over_1ms" else 1e3 * v for k, v in stats.items()}
 
 
@@ -77,13 +74,12 @@ def format_breakdown(b: dict) -> str:
     lines = [head, "-" * len(head)]
     for c in b["calls"]:
         alone, lat = c["alone_ms"], c["latency_ms"]
-        a = f"{alone['median']:.2f} ({alone['mean']:.2f})" if alone else "-"
-        la = f"{lat['median']:.2f}" if lat else "-"
-        slow = f"{100 * lat['over_1ms']:.0f}%" if lat else "-"
+        a = f"{alone['median']:.2f} ({alone['mean']:.2f})"
         lines.append(
-            f"{c['name']:<8} {KIND_NAMES.get(c['kind'], c['kind']):<17} "
+            f"{c['name']:<8} {KIND_NAMES[c['kind']]:<17} "
             f"{c['bytes'] / 1e3:>6.1f} {_pair(c['wait_ms']):>12} {_pair(c['call_ms']):>12} "
-            f"{_pair(c['call_mean_ms']):>12} {a:>14} {la:>7} {slow:>5}"
+            f"{_pair(c['call_mean_ms']):>12} {a:>14} {lat['median']:>7.2f} "
+            f"{100 * lat['over_1ms']:>4.0f}%"
         )
     for label, key in (("median", "per_step_ms"), ("mean", "per_step_mean_ms")):
         s = b[key]
@@ -91,11 +87,10 @@ def format_breakdown(b: dict) -> str:
             f"per step ({label}, rank 0 / rank 1): step {_pair(s['step'])} ms = compute "
             f"{_pair(s['compute'])} + waiting {_pair(s['wait'])} + in calls {_pair(s['call'])}"
         )
-    if "alone_per_step_ms" in b:
-        a = b["alone_per_step_ms"]
-        lines.append(
-            f"the same calls alone, per step: median {a['median']:.2f} ms, mean "
-            f"{a['mean']:.2f} ms; at 4 bytes (latency) median {a['latency_median']:.2f} ms, "
-            f"mean {a['latency_mean']:.2f} ms"
-        )
+    a = b["alone_per_step_ms"]
+    lines.append(
+        f"the same calls alone, per step: median {a['median']:.2f} ms, mean "
+        f"{a['mean']:.2f} ms; at 4 bytes (latency) median {a['latency_median']:.2f} ms, "
+        f"mean {a['latency_mean']:.2f} ms"
+    )
     return "\n".join(lines)

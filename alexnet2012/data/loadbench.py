@@ -124,7 +124,13 @@ def time_parts(store: str, size: int, batch: int, batches: int) -> dict:
         return device._read("train", i)[1]
 
     def whole(data):  # the whole pipeline on the CPU, fresh buffers as a CPU run has them
-        return lambda i: next(iter(_batches(data, i)))[1]
+        def batch(i):
+            gen = generator(STREAM_AUGMENT, int(i[0]))
+            x, y = data._fetch_train(i, gen)
+            data._augment(x, gen, 0)
+            return y
+
+        return batch
 
     fresh = {"host": folder(store, size, "host"), "device": folder(store, size, "device")}
 
@@ -149,16 +155,10 @@ def time_eval(data: FolderData, batch: int, passes: int) -> dict:
     for name, ten in (("cpu_only_eval_centre", False), ("cpu_only_eval_ten_view", True)):
 
         def one_pass(_i, ten=ten):
-            return [y for _x, y in data.eval_batches(batch, ten_view=ten) for y in y.tolist()]
+            return [v for _x, y in data.eval_batches(batch, ten_view=ten) for v in y.tolist()]
 
         out[name] = per_cpu_second(one_pass, list(range(passes)))
     return out
-
-
-def _batches(data: FolderData, idx: torch.Tensor):
-    gen = generator(STREAM_AUGMENT, int(idx[0]))
-    x, y = data._fetch_train(idx, gen)
-    yield data._augment(x, gen, 0), y
 
 
 def time_threads(

@@ -89,12 +89,17 @@ def test_corrupt_newest_falls_back(tmp_path, caplog, damage):
     assert "ckpt-00000002.pt" in caplog.text and "checksum mismatch" in caplog.text
 
 
+def _sign(path):
+    """A checksum file that matches ``path`` (written here, not by the module under test)."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (path.parent / (path.name + ".sha256")).write_text(f"{digest}  {path.name}\n")
+
+
 def test_unpicklable_with_matching_checksum(tmp_path, caplog):
     good = save(tmp_path, payload(1), step=1)
     bad = save(tmp_path, payload(2), step=2)
     bad.write_bytes(b"not a torch file at all")
-    digest = hashlib.sha256(bad.read_bytes()).hexdigest()
-    (bad.parent / (bad.name + ".sha256")).write_text(f"{digest}  {bad.name}\n")
+    _sign(bad)
     with pytest.raises(CheckpointError, match="ckpt-00000002.pt: cannot be unpickled"):
         load(bad)
     with caplog.at_level(logging.WARNING):
@@ -118,8 +123,7 @@ def test_foreign_torch_file_is_refused(tmp_path, caplog):
     good = save(tmp_path, payload(1), step=1)
     impostor = good.parent / "ckpt-00000005.pt"
     torch.save({"model": {}}, impostor)
-    digest = hashlib.sha256(impostor.read_bytes()).hexdigest()
-    (impostor.parent / (impostor.name + ".sha256")).write_text(f"{digest}  {impostor.name}\n")
+    _sign(impostor)
     with pytest.raises(CheckpointError, match="not an alexnet2012 checkpoint"):
         load(impostor)
     with caplog.at_level(logging.WARNING):
