@@ -112,7 +112,7 @@ class Store:
     def _load(self, name: str, shape: tuple, mmap: bool = False) -> np.ndarray:
         path = self.root / name
         try:
-            array = np.load(path, mmap_mode="r" if mmap else None)
+            array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: cannot be read ({e}); rerun prepare into a new DST") from None
         if array.shape != shape:

@@ -121,7 +121,7 @@ def _added(counts: dict, more: dict) -> dict:
 
 
 def _split_meta(dst: Path, split: str, s: dict, items: list, classes: int) -> dict:
-    labels = np.load(dst / f"{split}_labels.npy")
+    labels = np.load(dst / f"{split}_labels.npy", allow_pickle=False)
     return {
         "count": s["kept"],
         "files": len(items),
@@ -169,7 +169,7 @@ class StoreWriter:
         self.sum = np.zeros((size, size, 3), np.int64)  # per-pixel sum of training images
         self.outer = np.zeros((3, 3), np.int64)  # sum of x x^T over training pixels
         if self.state["stats"]:
-            with np.load(dst / self.state["stats"]) as f:
+            with np.load(dst / self.state["stats"], allow_pickle=False) as f:
                 self.sum, self.outer = f["sum"], f["outer"]
         self._files: dict[str, tuple] = {}
 

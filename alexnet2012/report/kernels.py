@@ -103,7 +103,11 @@ def load_conv1(run_dir: str | Path) -> tuple[torch.Tensor, int, dict]:
     """(conv1 weight (K, C, k, k), number of towers, config) from the run's latest checkpoint."""
     payload, path = checkpoint.load_latest(run_dir)
     if payload is None:
-        raise KernelError(f"{run_dir}: no readable checkpoint in {Path(run_dir) / 'checkpoints'}")
+        why = checkpoint.newest_problem(run_dir)
+        raise KernelError(
+            f"{run_dir}: no readable checkpoint in {Path(run_dir) / 'checkpoints'}"
+            + (f"; the newest: {why}" if why else "")
+        )
     state, cfg = payload["model"], payload.get("config", {})
     key = next((k for k in CONV1_KEYS if k in state), None)
     if key is None:

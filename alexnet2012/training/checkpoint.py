@@ -5,8 +5,9 @@ Each checkpoint is a plain ``torch.save`` file ``ckpt-<step:08d>.pt`` with a sid
 payload to ``.tmp`` + fsync, sidecar written atomically, then the payload renamed into place and
 the folder fsynced; a crash leaves either the previous checkpoint set or the new one, plus at most
 stray ``.tmp`` files and a sidecar without its payload, which are ignored and removed when the
-run starts again and at the next save. Payloads are unpickled in full (``weights_only=False``)
-only after their checksum has passed.
+run starts again and at the next save. The checksum finds damage, not intent (whoever writes a
+payload can write its sidecar): every payload is read with torch's weights-only unpickler
+(:mod:`.weights_only`), and one holding any other pickled type is refused by name, as damaged.
 ``hooks.current().in_save`` marks the points where the fault-injection tests kill a save.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from alexnet2012.files import DiskFullError, disk_full, fsync_dir, write_atomic
-from alexnet2012.training import hooks
+from alexnet2012.training import hooks, weights_only
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +174,11 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: no such checkpoint file")
     sidecar = _sidecar(path)
     if not sidecar.is_file():
-        # Unverified file: only the safe loader may read it, to tell a foreign file from ours.
+        # Unverified file: read only to tell a foreign file from ours.
         try:
-            data = torch.load(path, map_location=map_location, weights_only=True)
+            data = weights_only.load(path, map_location)
+        except weights_only.UnsafeFileError as e:
+            raise CheckpointError(str(e)) from None
         except Exception as e:
             raise CheckpointError(
                 f"{path}: no checksum file {sidecar.name} and cannot be read safely ({e})"
@@ -191,7 +194,9 @@ def load(path: str | Path, map_location="cpu") -> dict:
             f"(expected {expected[0] if expected else 'nothing'}, got {actual})"
         )
     try:
-        data = torch.load(path, map_location=map_location, weights_only=False)
+        data = weights_only.load(path, map_location)
+    except weights_only.UnsafeFileError as e:
+        raise CheckpointError(str(e)) from None
     except Exception as e:
         raise CheckpointError(f"{path}: cannot be unpickled ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -213,6 +218,18 @@ def load_latest(run_dir: str | Path, map_location="cpu") -> tuple[dict | None, P
     return None, None
 
 
+def newest_problem(run_dir: str | Path) -> str:
+    """Why the newest checkpoint of ``run_dir`` cannot be loaded (its error, naming the file);
+    "" when it loads or there is none."""
+    found = checkpoints(run_dir)
+    try:
+        if found:
+            load(found[0])
+    except CheckpointError as e:
+        return str(e)
+    return ""
+
+
 def load_for_resume(run_dir: str | Path, map_location="cpu") -> tuple[dict, Path]:
     """:func:`load_latest`, but :class:`CheckpointError` saying why when nothing is usable."""
     found = checkpoints(run_dir)
@@ -223,11 +240,7 @@ def load_for_resume(run_dir: str | Path, map_location="cpu") -> tuple[dict, Path
         )
     payload, path = load_latest(run_dir, map_location)
     if payload is None:
-        try:
-            load(found[0], map_location)
-            why = "see the warnings above"
-        except CheckpointError as e:
-            why = str(e)
+        why = newest_problem(run_dir) or "see the warnings above"
         raise CheckpointError(
             f"{run_dir}: none of its {len(found)} checkpoint file(s) can be resumed from; the "
             f"newest: {why}. Restore a good copy into {Path(run_dir) / 'checkpoints'} or start "

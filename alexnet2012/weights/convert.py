@@ -11,6 +11,9 @@ blobs are (out, in/group, k, k), which is this project's canonical grouped layou
 changes: Caffe feeds BGR images, so its input-channel axis is flipped to RGB. The result loads
 into ``AlexNet2012(preset="caffe")`` (ref §5: 227 input, LRN across both towers, k=1). A
 ``.caffemodel`` (current, V1 or V0 layer format) is read with the ``protobuf`` package, no pycaffe.
+Nothing read runs code: torch files go through the weights-only unpickler (tensors and plain
+containers), and a ``.npy`` holding a pickled dict (the old Caffe-to-NumPy ports) is read only
+with ``--allow-pickle``, for a file you trust.
 
 ``--from torchvision``: torchvision's state dict (``features.0.weight`` ...), checked against
 :func:`alexnet2012.nets.baselines.torchvision_alexnet` (ref §5 [TV]).
@@ -43,7 +46,7 @@ from alexnet2012.nets.baselines import TV_WIDTHS, torchvision_alexnet
 from alexnet2012.nets.build import build_model, input_size
 from alexnet2012.nets.model import FULL_WIDTHS, AlexNet2012
 from alexnet2012.parallel.execution import Execution
-from alexnet2012.training import checkpoint
+from alexnet2012.training import checkpoint, weights_only
 from alexnet2012.training import evaluate as evaluation
 from alexnet2012.weights.caffe import ConvertError, read_caffemodel
 
@@ -62,35 +65,52 @@ def _flat(d: dict) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in flatten(d).items()}
 
 
-def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Flat name -> float32 tensor, from a ``.caffemodel``, ``.npz``, ``.npy`` or torch file."""
+def read_weights(path: str | Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Flat name -> float32 tensor, from a ``.caffemodel``, ``.npz``, ``.npy`` or torch file.
+
+    Torch files go through the weights-only unpickler; NumPy files are read without pickles
+    unless ``allow_pickle`` (``--allow-pickle``: old Caffe-to-NumPy ports pickle a dict, and
+    unpickling it runs whatever code the file holds)."""
     path = Path(path)
     if not path.is_file():
         raise ConvertError(f"{path}: no such file")
     if path.suffix == ".caffemodel":
         return read_caffemodel(path)
     try:
-        if path.suffix == ".npz":
-            with np.load(path) as z:
-                return _flat({k: z[k] for k in z.files})
-        if path.suffix == ".npy":
-            data = np.load(path, allow_pickle=True)  # a pickled dict: only load files you trust
-            data = data.item() if data.dtype == object and data.shape == () else None
+        if path.suffix in (".npz", ".npy"):
+            data = _read_numpy(path, allow_pickle)
         else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = weights_only.load(path)
             if isinstance(data, dict) and data.get("format") == checkpoint.FORMAT:
                 raise ConvertError(
                     f"{path}: already an alexnet2012 checkpoint; put it in a run folder's "
                     "checkpoints/ and resume or evaluate that folder instead"
                 )
             data = data.get("state_dict", data) if isinstance(data, dict) else None
-    except ConvertError:
+    except (ConvertError, weights_only.UnsafeFileError):
         raise
     except Exception as e:
         raise ConvertError(f"{path}: cannot be read ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict):
         raise ConvertError(f"{path}: expected a dict of named weights")
     return _flat(data)
+
+
+def _read_numpy(path: Path, allow_pickle: bool):
+    """A ``.npz`` archive or ``.npy`` array of weights as a dict (None if it holds no dict)."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=allow_pickle) as z:
+                return {k: z[k] for k in z.files}
+        data = np.load(path, allow_pickle=allow_pickle)
+    except ValueError as e:
+        if allow_pickle or "allow_pickle" not in str(e):
+            raise
+        raise ConvertError(
+            f"{path}: holds pickled Python objects, which could run code when loaded; pass "
+            "--allow-pickle only if you trust the file, or save its arrays with numpy.savez"
+        ) from None
+    return data.item() if data.dtype == object and data.shape == () else None
 
 
 def _check(state: dict, expected: dict, src: str) -> None:
@@ -194,7 +214,9 @@ def evaluate(run_dir: str | Path, overrides=(), ten_view=True, device: str = "au
     """Test error of a run folder's latest weights: centre crop, and 10 views (ref §3)."""
     payload, _ = checkpoint.load_latest(run_dir)
     if payload is None:
-        raise ConvertError(f"{run_dir}: no readable checkpoint to evaluate")
+        why = checkpoint.newest_problem(run_dir)
+        why = f"; the newest: {why}" if why else ""
+        raise ConvertError(f"{run_dir}: no readable checkpoint to evaluate{why}")
     cfg = load_config(Path(run_dir) / "config.yaml", list(overrides))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -214,6 +236,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="kind", choices=("caffe", "torchvision"), required=True)
     p.add_argument("--evaluate", action="store_true", help="test the run folder (10 views)")
     p.add_argument("--force", action="store_true", help="replace an existing DST .pt/.pth file")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="read a .npy/.npz that holds pickled Python objects (old Caffe-to-NumPy "
+                   "ports pickle a dict); unpickling runs any code the file holds: only for a "
+                   "file you trust. Torch files are always read weights-only")  # fmt: skip
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                    help="config overrides for the run folder, e.g. data.root=...")  # fmt: skip
 
@@ -234,7 +260,7 @@ def _refuse_to_overwrite(dst: Path, force: bool) -> None:
 
 def main(args) -> int:
     _refuse_to_overwrite(Path(args.dst), args.force)  # before any work
-    flat = read_weights(args.src)
+    flat = read_weights(args.src, args.allow_pickle)
     convert = from_caffe if args.kind == "caffe" else from_torchvision
     state, sizes = convert(flat, str(args.src))
     n = sum(v.numel() for v in state.values())
