@@ -54,3 +54,5 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"data.{key} must be 0 or more, got {getattr(cfg.data, key)}")
     if cfg.parallel.timeout_s <= 0 or cfg.parallel.slow_timeout_s <= 0:
         raise ConfigError("parallel.timeout_s and parallel.slow_timeout_s must be positive")
+    if cfg.wandb.init_timeout_s <= 0:
+        raise ConfigError(f"wandb.init_timeout_s must be positive, got {cfg.wandb.init_timeout_s}")

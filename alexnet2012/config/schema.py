@@ -122,6 +122,7 @@ class WandbConfig:
     entity: str = ""
     group: str = ""
     job_type: str = ""
+    init_timeout_s: int = 30  # an online start waits this long for the server, then logs offline
 
 
 @dataclass

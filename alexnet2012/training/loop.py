@@ -77,9 +77,13 @@ def _loop(r: Run, forward, data, per_epoch: int, resume: bool) -> dict:
     with watchdog.patient(cfg, watchdog.groups_of(env)):  # a resume may read a large file
         state = snapshot.begin(r, resume)  # fresh, or restored
     checked = state.step  # the loss is known finite up to here
-    logger = make_logger(r.dir, config.to_dict(cfg), cfg.wandb, env.is_main,
-                         resume_step=state.step if resume or jobs.restarted() else None,
-                         run_name=cfg.run.name or None)  # fmt: skip
+    # rank 0 may wait up to wandb.init_timeout_s for W&B's server: the others wait for it
+    # under the patient timeout, not in the first exchange under parallel.timeout_s
+    with watchdog.patient(cfg, watchdog.groups_of(env)):
+        logger = make_logger(r.dir, config.to_dict(cfg), cfg.wandb, env.is_main,
+                             resume_step=state.step if resume or jobs.restarted() else None,
+                             run_name=cfg.run.name or None)  # fmt: skip
+        comm.barrier(env.world)
     shard = (env.data.rank, env.data.size)  # both towers of a pair read the same shard
     total = per_epoch * t.epochs if not t.max_steps else min(t.max_steps, per_epoch * t.epochs)
     env.group.reset_counters()

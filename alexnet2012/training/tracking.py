@@ -2,53 +2,29 @@
 the same numbers in Weights & Biases when it is installed and wanted.
 
 Only the main rank gets a :class:`RunLogger`; the others get a :class:`NullLogger` with the same
-methods, so call sites never test the rank. W&B is optional: a missing package or any W&B error
-costs one warning and W&B is switched off; training never stops because of it.
+methods, so call sites never test the rank. W&B is optional and never stops, stalls or changes
+training: an online start that cannot reach the server logs offline into the run folder instead
+(:mod:`.wandbrun`); a missing package or any other W&B error costs one warning and W&B is
+switched off.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import netrc
-import os
-import uuid
 from pathlib import Path
-from urllib.parse import urlparse
 
 import yaml
 
 from alexnet2012.files import disk_full, is_disk_full, write_atomic
+from alexnet2012.training import wandbrun
+from alexnet2012.training.wandbrun import resolve_mode
+
+__all__ = ["NullLogger", "RunLogger", "describe_wandb", "make_logger", "resolve_mode"]
 
 log = logging.getLogger(__name__)
 
-METRICS, SUMMARY, CONFIG, WANDB_ID = "metrics.jsonl", "summary.json", "config.yaml", "wandb_id.txt"
-_ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline"}
-
-
-def _api_key_configured() -> bool:
-    """A W&B key in ``WANDB_API_KEY`` or in the netrc entry for the W&B host."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
-    try:
-        auth = netrc.netrc(path).authenticators(host or "api.wandb.ai")
-    except (OSError, netrc.NetrcParseError):
-        return False
-    return bool(auth and auth[2])
-
-
-def resolve_mode(mode: str) -> str:
-    """``auto``: ``WANDB_MODE`` if set, else online with an API key, else offline."""
-    if mode != "auto":
-        return mode
-    env = os.environ.get("WANDB_MODE", "").strip().lower()
-    if env == "disabled":
-        return "disabled"
-    if env in _ENV_MODES:
-        return _ENV_MODES[env]
-    return "online" if _api_key_configured() else "offline"
+METRICS, SUMMARY, CONFIG = "metrics.jsonl", "summary.json", "config.yaml"
 
 
 def _number(v):
@@ -84,7 +60,7 @@ class RunLogger:
             self._summary = json.loads((self.run_dir / SUMMARY).read_text())
         self._wandb = None  # the W&B run, or None when W&B is off
         if wandb_cfg is not None:
-            self._start_wandb(wandb_cfg, cfg_dict, run_name)
+            self.start_wandb(wandb_cfg, cfg_dict, run_name)
 
     @staticmethod
     def _truncate(path: Path, resume_step: int) -> None:
@@ -98,48 +74,10 @@ class RunLogger:
                 kept.append(line + "\n")
         write_atomic(path, "".join(kept))
 
-    def _start_wandb(self, wandb_cfg, cfg_dict, run_name) -> None:
-        mode = resolve_mode(wandb_cfg.mode)
-        if mode == "disabled":
-            return
-        try:
-            import wandb
-        except ImportError:
-            log.warning("W&B mode %s but wandb is not installed; logging to files only", mode)
-            return
-        id_file = self.run_dir / WANDB_ID
-        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
-        id_file.write_text(run_id + "\n")
-        try:
-            settings = wandb.Settings(silent=True)
-        except Exception:  # an older or newer wandb without this setting
-            settings = None
-        try:
-            self._wandb = wandb.init(
-                dir=str(self.run_dir),
-                project=wandb_cfg.project or None,
-                entity=wandb_cfg.entity or None,
-                group=wandb_cfg.group or None,
-                job_type=wandb_cfg.job_type or None,
-                name=run_name or None,
-                config=cfg_dict,
-                mode=mode,
-                id=run_id,
-                resume="allow",  # a resumed run continues the same W&B run
-                settings=settings,
-            )
-        except Exception as e:
-            self._wandb_failed("init", e)
-            return
-        log.info("W&B %s run %s in %s", mode, run_id, self.run_dir / "wandb")
-        try:  # one x axis for runs of any batch size or replica count (metrics carry it)
-            self._wandb.define_metric("images_seen")
-            for prefix in ("train/*", "val/*", "val10/*", "epoch"):
-                self._wandb.define_metric(prefix, step_metric="images_seen")
-        except Exception as e:  # the charts keep the step axis; logging goes on
-            log.warning(
-                "W&B define_metric failed (%s: %s); charts use the step", type(e).__name__, e
-            )
+    def start_wandb(self, wandb_cfg, cfg_dict=None, run_name=None) -> None:
+        """Start the W&B run (:mod:`.wandbrun`): online within ``wandb.init_timeout_s``, else
+        offline in this folder, else none; training goes on in every case."""
+        self._wandb = wandbrun.start(self.run_dir, wandb_cfg, cfg_dict, run_name)
 
     def _wandb_failed(self, what: str, e: Exception) -> None:
         log.warning("W&B %s failed (%s: %s); W&B is off for this run", what, type(e).__name__, e)
@@ -205,12 +143,15 @@ class NullLogger:
 
 def make_logger(run_dir, cfg_dict, wandb_cfg, is_main: bool, resume_step=None, run_name=None):
     """A :class:`RunLogger` (which also writes ``config.yaml``) on the main rank, else a
-    :class:`NullLogger`. ``wandb_cfg=None`` means no W&B."""
+    :class:`NullLogger`. ``wandb_cfg=None`` means no W&B. ``config.yaml`` is written before
+    W&B starts, so a run stopped while W&B waits for its server can be resumed or replaced."""
     if not is_main:
         return NullLogger()
-    logger = RunLogger(run_dir, cfg_dict, wandb_cfg, resume_step=resume_step, run_name=run_name)
+    logger = RunLogger(run_dir, resume_step=resume_step)
     if cfg_dict is not None:
         logger.save_config(cfg_dict)
+    if wandb_cfg is not None:
+        logger.start_wandb(wandb_cfg, cfg_dict, run_name)
     return logger
 
 
