@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from planted import plant_checkpoint
 
 from alexnet2012.config import load_config
 from alexnet2012.data.idx import write_idx
@@ -36,7 +37,7 @@ NAMES = [
     "synthetic size negative", "store without data.root", "prepare size too small",
     "prepare into a file", "bench input too small", "bench --json into a file",
     "compare a damaged summary", "store metadata damaged", "config is a folder",
-    "summary classes negative", "restartable job without run.dir",
+    "summary classes negative", "restartable job without run.dir", "resume, planted payload",
 ]  # fmt: skip
 STRIP = {"ALEXNET2012_FAULT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
          "MASTER_ADDR", "MASTER_PORT"}  # fmt: skip
@@ -79,12 +80,18 @@ def cases(tmp: Path, saved: Path) -> dict:
     folder that must stay unchanged (or must not appear, for a new run.dir))."""
     runs = {}
     for name in ("keys", "type", "preset", "layer", "batch", "arch", "foreign", "empty_data",
-                 "idx_size", "fresh"):  # fmt: skip
+                 "idx_size", "fresh", "planted"):  # fmt: skip
         runs[name] = shutil.copytree(saved, tmp / f"run_{name}")
     ckpts = runs["foreign"] / "checkpoints"
     for p in ckpts.iterdir():
         p.unlink()
     torch.save({"state_dict": {"features.0.weight": torch.ones(2)}}, ckpts / "ckpt-00000009.pt")
+    planted = runs["planted"] / "checkpoints"  # the payload would touch a file in the folder
+    for p in sorted(planted.glob("ckpt-*.pt"))[:-1]:
+        p.unlink()
+        (planted / f"{p.name}.sha256").unlink()
+    plant_checkpoint(planted / "ckpt-00000008.pt", runs["planted"] / "PWNED",
+                     like=planted / "ckpt-00000008.pt")  # fmt: skip
     idx_size = fashion_files(tmp / "idx_size")
     images = idx_size / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:-100])
@@ -190,6 +197,9 @@ def cases(tmp: Path, saved: Path) -> dict:
         "restartable job without run.dir": (["train", "--config", DEBUG, *SMALL],
                                             {"TORCHELASTIC_MAX_RESTARTS": "2"},
                                             ["torchrun --max-restarts needs run.dir="], new),
+        "resume, planted payload": (resume("planted"), {},
+                                    ["ckpt-00000008.pt: refused, it holds pickled",
+                                     "pathlib.Path", "start a new run.dir"], runs["planted"]),
     }  # fmt: skip
 
 

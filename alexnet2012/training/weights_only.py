@@ -36,7 +36,7 @@ def refused_types(path: str | Path) -> list[str]:
     except Exception:
         return []
     allowed = {f"{t.__module__}.{t.__qualname__}" for t in SAFE_GLOBALS}
-    return [name for name in found if name not in allowed]
+    return sorted(name for name in found if name not in allowed)
 
 
 def load(path: str | Path, map_location="cpu"):
