@@ -66,7 +66,8 @@ def add_arguments(p) -> None:
         "args",
         nargs=argparse.REMAINDER,
         metavar="[data] key=value",
-        help="'data' first benches the input pipelines; then overrides, e.g. train.amp=true",
+        help="'data' first benches the input pipelines, 'norms' the response norms; then "
+        "overrides, e.g. train.amp=true",
     )
 
 
@@ -261,6 +262,10 @@ def _print_data(report: dict) -> None:
 def main(args) -> int:
     """Run the benchmark ``args`` asks for, print its table and write the JSON report."""
     data_first = args.args[:1] == ["data"]
+    if args.args[:1] == ["norms"]:  # bench/norms.py, with this command's options and device
+        from alexnet2012.bench import norms
+
+        return norms.main(args, _options, _use_cuda, _machine)
     again = argparse.ArgumentParser(
         prog="alexnet2012 bench data" if data_first else "alexnet2012 bench",
         description=DATA_HELP if data_first else None,

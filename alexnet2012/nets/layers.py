@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet2012.nets.norms import CHANNEL, SPATIAL, response_norm
+
 
 class TowerOp(nn.Module):
     """Base: knows how many towers its input holds and which tower comes first."""
@@ -20,59 +22,21 @@ class TowerOp(nn.Module):
         self.towers = towers
         self.tower = 0
 
-    def per_tower(self, x: torch.Tensor, fn) -> torch.Tensor:
-        if self.towers == 1:
-            return fn(x, self.tower)
-        parts = x.chunk(self.towers, dim=1)
-        return torch.cat([fn(p, self.tower + i) for i, p in enumerate(parts)], dim=1)
-
 
 class TowerLRN(TowerOp):
     """Local response norm over each tower's own maps (ref §1.2).
 
     ``a_i / (k + alpha/n * sum_{|j-i|<=n/2} a_j^2)^beta``: torch divides alpha by ``size`` as the
-    2012 code does, so alpha=1e-4 here is the trained network's normalisation.
+    2012 code does, so alpha=1e-4 here is the trained network's normalisation. The window stops
+    at each tower's edges; one fused operation for all towers (:mod:`.norms`), in fp32 inside.
     """
 
     def __init__(self, towers=2, size=5, alpha=1e-4, beta=0.75, k=2.0):
         super().__init__(towers)
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
-    def forward(self, x):
-        return self.per_tower(x, lambda p, _: lrn(p, self.size, self.alpha, self.beta, self.k))
-
-
-def lrn(x, size: int, alpha: float, beta: float, k: float):
-    """``F.local_response_norm`` for (N, C, H, W), as a sum of shifted squares (2x faster on CPU).
-
-    The window is centred and clipped at the channel edges (zero padding), alpha divided by size.
-    Computed in fp32 whatever the autocast (:func:`in_fp32`).
-    """
-
-    def norm(x):
-        c = x.shape[1]
-        sq = F.pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))  # pad the channel axis
-        window = sum(sq[:, i : i + c] for i in range(size))
-        return x / (k + alpha / size * window).pow(beta)
-
-    return in_fp32(norm, x)
-
-
-def in_fp32(fn, x: torch.Tensor) -> torch.Tensor:
-    """``fn(x)`` computed in (at least) fp32 with autocast off, returned in the autocast dtype.
-
-    Under bf16 autocast the squares and ``k + alpha * sum`` of a response norm would be bf16:
-    ``2 + s`` drops any ``s`` below 0.008, so the denominators move in steps of 0.4-0.8%. Here
-    they are fp32, and the result is cast to the autocast dtype, so the exchange after the norm
-    (conv3's input) travels in bf16 as every other activation does. Without autocast: ``fn(x)``
-    in ``x``'s dtype, the same operations as before (CPU results are bit-identical).
-    """
-    device = x.device.type
-    if not torch.is_autocast_enabled(device):
-        return fn(x)
-    with torch.autocast(device, enabled=False):
-        out = fn(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x)
-    return out.to(torch.get_autocast_dtype(device))
+    def forward(self, x):  # (N, towers * C, H, W): each tower's window clipped at its edges
+        return response_norm(x, CHANNEL, self.towers, self.size, self.alpha, self.beta, self.k)
 
 
 class CrossLRN(nn.Module):
@@ -83,13 +47,14 @@ class CrossLRN(nn.Module):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x):
-        return lrn(x, self.size, self.alpha, self.beta, self.k)
+        return response_norm(x, CHANNEL, 1, self.size, self.alpha, self.beta, self.k)
 
 
 class SpatialNorm(nn.Module):
     """[C12]'s same-map 5x5 response norm after LRN2 (ref §1.3).
 
-    ``a / (1 + 0.001 * avgpool5x5(a^2))^0.75`` with zero padding counted in the average.
+    ``a / (1 + 0.001 * avgpool5x5(a^2))^0.75`` with zero padding counted in the average; fused
+    and in fp32 inside as LRN (:mod:`.norms`).
     """
 
     def __init__(self, size=5, scale=0.001, beta=0.75, k=1.0):
@@ -97,11 +62,7 @@ class SpatialNorm(nn.Module):
         self.size, self.scale, self.beta, self.k = size, scale, beta, k
 
     def forward(self, x):
-        return in_fp32(self._norm, x)  # fp32 under autocast, as LRN (lrn)
-
-    def _norm(self, x):
-        sq = F.avg_pool2d(x * x, self.size, 1, self.size // 2, count_include_pad=True)
-        return x / (self.k + self.scale * sq).pow(self.beta)
+        return response_norm(x, SPATIAL, 1, self.size, self.scale, self.beta, self.k)
 
 
 class TowerDropout(TowerOp):

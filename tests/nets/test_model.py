@@ -223,9 +223,14 @@ def test_options_change_the_network():
         AlexNet2012(preset="vgg")
 
 
-def test_fast_lrn_equals_torch():
-    from alexnet2012.nets.layers import lrn
+def test_lrn_equals_torch():
+    """Caffe's LRN (one window over all maps) is torch's local_response_norm, with gradients."""
+    from alexnet2012.nets.layers import CrossLRN
 
-    a = torch.randn(3, 7, 5, 5) * 20
-    want = torch.nn.functional.local_response_norm(a, 5, 1e-4, 0.75, 2.0)
-    torch.testing.assert_close(lrn(a, 5, 1e-4, 0.75, 2.0), want, rtol=1e-5, atol=1e-6)
+    a = (torch.randn(3, 7, 5, 5, dtype=torch.float64) * 20).requires_grad_()
+    b = a.detach().clone().requires_grad_()
+    got, want = CrossLRN(k=2.0)(a), torch.nn.functional.local_response_norm(b, 5, 1e-4, 0.75, 2.0)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(want)
+    got.backward(g), want.backward(g)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
