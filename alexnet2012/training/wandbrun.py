@@ -69,7 +69,7 @@ def start(run_dir: Path, wandb_cfg, cfg_dict, run_name):
     run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
     id_file.write_text(run_id + "\n")
 
-    def init(how: str, timeout_s: float | None = None):
+    def init(how: str, timeout_s: float | None = None, run_id: str = run_id):
         return wandb.init(
             dir=str(run_dir),
             project=wandb_cfg.project or None,
@@ -100,7 +100,7 @@ def start(run_dir: Path, wandb_cfg, cfg_dict, run_name):
         online = e
     _reset(wandb)  # the failed start keeps the run id in use in wandb's service
     try:
-        run = init("offline")
+        run = _offline(init, id_file)
     except Exception as e:
         log.warning("W&B init failed (online: %s; offline: %s); W&B is off for this run",
                     _gist(online), _gist(e))  # fmt: skip
@@ -110,6 +110,21 @@ def start(run_dir: Path, wandb_cfg, cfg_dict, run_name):
                 "into %s instead; upload it later with: wandb sync %s",
                 timeout_s, _gist(online), where, where)  # fmt: skip
     return _charts(run)
+
+
+def _offline(init, id_file: Path):
+    """The offline run after a failed online start: under the run's id, or under a new one
+    (kept in ``id_file``) when a wandb service shared with a parent process (``WANDB_SERVICE``,
+    as under ``wandb agent``) still holds the failed start's id."""
+    try:
+        return init("offline")
+    except Exception as e:
+        if "in use" not in str(e):
+            raise
+    run_id = uuid.uuid4().hex[:8]
+    run = init("offline", run_id=run_id)
+    id_file.write_text(run_id + "\n")
+    return run
 
 
 def _settings(wandb, timeout_s: float | None):

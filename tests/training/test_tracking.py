@@ -150,11 +150,16 @@ def test_wandb_missing_warns_once(tmp_path, monkeypatch, caplog):
 
 
 def fake_wandb(fail_on: str):
-    """A stand-in wandb module whose ``fail_on`` call ("init" or "log") raises."""
-    calls = []
+    """A stand-in wandb module. ``fail_on``: "init" (every start raises), "log", "online" (an
+    online start raises, as when the server cannot be reached), "in use" (also an offline start
+    under the failed one's id, as in a wandb service shared with a parent process)."""
+    calls, taken = [], set()
 
     class Run:
         summary = {}
+
+        def __init__(self, files):
+            self.dir = files
 
         def log(self, data, step):
             calls.append(("log", step))
@@ -171,29 +176,80 @@ def fake_wandb(fail_on: str):
         calls.append(("init", kwargs))
         if fail_on == "init":
             raise RuntimeError("no account")
-        return Run()
+        if kwargs["mode"] == "online" and fail_on in ("online", "in use"):
+            taken.add(kwargs["id"])
+            raise RuntimeError("context deadline exceeded\nwhile retrying: connection refused")
+        if fail_on == "in use" and kwargs["id"] in taken:
+            raise RuntimeError(f"run ID {kwargs['id']} is in use")
+        folder = Path(kwargs["dir"], "wandb", f"offline-run-20260101_000000-{kwargs['id']}")
+        return Run(str(folder / "files"))
 
-    module = types.SimpleNamespace(init=init, Settings=lambda **kw: kw)
+    module = types.SimpleNamespace(init=init, Settings=lambda **kw: kw, teardown=lambda: None)
     return module, calls
+
+
+def log_three(tmp_path, mode="online"):
+    logger = make_logger(tmp_path / "run", {"seed": 0}, WandbConfig(mode=mode), is_main=True)
+    for step in (1, 2, 3):
+        logger.log({"train/loss": 1.0 / step}, step=step)
+    logger.summary({"x": 1})
+    logger.close()
+    assert len(read_lines(tmp_path / "run")) == 3
 
 
 @pytest.mark.parametrize("fail_on", ["init", "log"])
 def test_wandb_errors_warn_once(tmp_path, monkeypatch, caplog, fail_on):
     module, calls = fake_wandb(fail_on)
     monkeypatch.setitem(sys.modules, "wandb", module)
-    logger = make_logger(tmp_path / "run", {"seed": 0}, WandbConfig(mode="online"), is_main=True)
-    for step in (1, 2, 3):
-        logger.log({"train/loss": 1.0 / step}, step=step)
-    logger.summary({"x": 1})
-    logger.close()
+    log_three(tmp_path)
     assert len(wandb_warnings(caplog)) == 1
     assert fail_on in wandb_warnings(caplog)[0].getMessage()
-    assert len(read_lines(tmp_path / "run")) == 3
     assert [c for c in calls if c[0] == "log"] == ([] if fail_on == "init" else [("log", 1)])
     assert not any(c[0] == "finish" for c in calls)  # a failed run is dropped, not finished
     kwargs = calls[0][1]
     assert kwargs["mode"] == "online" and kwargs["resume"] == "allow"
     assert kwargs["id"] == (tmp_path / "run" / "wandb_id.txt").read_text().strip()
+    assert kwargs["settings"]["init_timeout"] == WandbConfig().init_timeout_s
+    if fail_on == "init":  # online, then offline: both refused
+        assert [c[1]["mode"] for c in calls if c[0] == "init"] == ["online", "offline"]
+        assert "W&B is off" in wandb_warnings(caplog)[0].getMessage()
+
+
+@pytest.mark.parametrize("fail_on", ["online", "in use"])
+def test_wandb_online_failure_logs_offline(tmp_path, monkeypatch, caplog, fail_on):
+    """An online start that fails (no server within wandb.init_timeout_s) costs one warning
+    naming the offline run and the command that uploads it; every number still reaches it."""
+    module, calls = fake_wandb(fail_on)
+    monkeypatch.setitem(sys.modules, "wandb", module)
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "abc123")  # so auto is online
+    log_three(tmp_path, mode="auto" if fail_on == "online" else "online")
+    inits = [c[1] for c in calls if c[0] == "init"]
+    retries = 1 if fail_on == "in use" else 0  # offline again, under a new id
+    assert [k["mode"] for k in inits] == ["online", "offline"] + ["offline"] * retries
+    run_id = (tmp_path / "run" / "wandb_id.txt").read_text().strip()
+    assert inits[-1]["id"] == run_id and (run_id == inits[0]["id"]) == (fail_on == "online")
+    folder = tmp_path / "run" / "wandb" / f"offline-run-20260101_000000-{run_id}"
+    (warning,) = wandb_warnings(caplog)
+    text = warning.getMessage()
+    assert f"logging offline into {folder}" in text and text.endswith(f"wandb sync {folder}")
+    assert "context deadline exceeded" in text and "while retrying" not in text  # first line
+    assert [c for c in calls if c[0] == "log"] == [("log", 1), ("log", 2), ("log", 3)]
+    assert calls[-1] == ("finish", 0)
+
+
+def test_config_is_written_before_wandb_starts(tmp_path, monkeypatch):
+    """A run stopped while W&B waits for its server can be resumed: config.yaml is there."""
+    seen = []
+
+    def init(**kwargs):
+        seen.append((tmp_path / "run" / "config.yaml").is_file())
+        raise RuntimeError("stopped")
+
+    module = types.SimpleNamespace(init=init, Settings=lambda **kw: kw, teardown=lambda: None)
+    monkeypatch.setitem(sys.modules, "wandb", module)
+    make_logger(tmp_path / "run", {"seed": 0}, WandbConfig(mode="online"), is_main=True).close()
+    assert seen == [True, True]
 
 
 def test_wandb_offline_run(tmp_path):
