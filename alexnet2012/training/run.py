@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from alexnet2012.config import Config, ConfigError
 from alexnet2012.files import DiskFullError
 from alexnet2012.parallel import comm, jobs, torchrun
@@ -136,12 +138,37 @@ def resolve_run_dir(cfg: Config, env) -> Path:
 
 
 def resume_advice(run_dir) -> str:
-    """Which checkpoint to continue from after a diverged loss, with the loss each was saved at
-    (the newest may already be diverged, though finite)."""
+    """What to do after a diverged loss: the checkpoint to continue from with a lower learning
+    rate, with the loss each kept one was saved at (the newest may already be diverged, though
+    finite); or, when none was saved before the loss rose, the command that starts again."""
     saved = checkpoints(run_dir)  # newest first
+    lower = _lower_lr(run_dir)
     if not saved:
-        return (f"No checkpoint was saved yet in {run_dir}: lower train.lr or check the data "
-                "and start again")  # fmt: skip
+        return f"No checkpoint was saved yet in {run_dir}. {_start_again(run_dir, lower)}"
+    losses = _losses(run_dir)
+    lowest = min(losses.values(), default=math.nan)
+    kept = [(p, step_of(p)) for p in saved]
+    notes = [f"step {at} (training loss {losses.get(at, math.nan):.4g})" for _, at in kept]
+    said = (f"Checkpoints kept in {run_dir}: {', '.join(notes)}; the lowest logged loss was "
+            f"{lowest:.4g}.")  # fmt: skip
+    # a checkpoint saved before the loss rose: its loss within twice the lowest logged
+    sound = [p for p, at in kept if losses.get(at, math.inf) <= 2 * lowest] if losses else saved
+    if not sound:  # resuming from any of them diverges again, whatever the learning rate
+        again = _start_again(run_dir, lower)
+        return (f"{said} None is usable: each was saved after the loss had passed twice its "
+                f"lowest, and a resume from it diverges again. {again}")  # fmt: skip
+    resume = f"alexnet2012 train --resume {run_dir} train.lr={lower or '...'}"
+    how = (
+        resume
+        if sound[0] == saved[0]
+        else f"remove the newer checkpoints from {Path(run_dir) / 'checkpoints'} so that "
+        f"{sound[0].name} is the newest, then {resume}"
+    )
+    return f"{said} Lower train.lr or check the data, then: {how}"
+
+
+def _losses(run_dir) -> dict[int, float]:
+    """The logged training loss by step (empty on a rank without the run folder)."""
     losses = {}
     try:
         for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
@@ -150,17 +177,22 @@ def resume_advice(run_dir) -> str:
                 losses[row["step"]] = row["train/loss"]
     except (OSError, ValueError):
         pass  # a rank without the run folder, or a line cut short
-    lowest = min(losses.values(), default=math.nan)
-    kept = [(p, step_of(p)) for p in saved]
-    notes = [f"step {at} (training loss {losses.get(at, math.nan):.4g})" for _, at in kept]
-    # a checkpoint saved before the loss rose: its loss within twice the lowest logged
-    sound = [p for p, at in kept if losses.get(at, math.inf) <= 2 * lowest]
-    pick = sound[0] if sound else saved[0]
-    how = (
-        f"alexnet2012 train --resume {run_dir} train.lr=..."
-        if pick == saved[0]
-        else f"remove the newer checkpoints from {Path(run_dir) / 'checkpoints'} so that "
-        f"{pick.name} is the newest, then alexnet2012 train --resume {run_dir} train.lr=..."
-    )
-    return (f"Checkpoints kept in {run_dir}: {', '.join(notes)}; the lowest logged loss was "
-            f"{lowest:.4g}. Lower train.lr or check the data, then: {how}")  # fmt: skip
+    return losses
+
+
+def _lower_lr(run_dir) -> str | None:
+    """A tenth of the run's ``train.lr`` (from its config.yaml), or None when unknown."""
+    try:
+        lr = float(yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["train"]["lr"])
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return None
+    return f"{lr / 10:g}"
+
+
+def _start_again(run_dir, lower: str | None) -> str:
+    """The command that trains the run again from the start, in a new folder, at ``lower``."""
+    if lower is None:
+        return "Lower train.lr or check the data, and start again in a new run.dir"
+    return (f"Lower the learning rate (or check the data) and start again in a new folder: "
+            f"alexnet2012 train --config {Path(run_dir) / 'config.yaml'} "
+            f"run.dir={Path(run_dir)}-lr{lower} train.lr={lower}")  # fmt: skip

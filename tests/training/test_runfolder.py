@@ -6,6 +6,7 @@ duplicate YAML keys and sections, empty and non-UTF-8 config files.
 """
 
 import errno
+import math
 import os
 import signal
 import subprocess
@@ -257,6 +258,34 @@ def test_diverged_runs_name_the_checkpoint_to_continue_from(tmp_path):
         "".join(f'{{"step": {s}, "train/loss": {v}}}\n' for s, v in rows.items())
     )
     assert resume_advice(run_dir).endswith(f"alexnet2012 train --resume {run_dir} train.lr=...")
+    (run_dir / "config.yaml").write_text("train:\n  lr: 0.05\n")  # the lr to lower is known
+    assert resume_advice(run_dir).endswith(f"alexnet2012 train --resume {run_dir} train.lr=0.005")
+    rows.update({4: 1.7, 8: 425.0})  # each kept checkpoint saved after the loss passed 2 x 0.8
+    (run_dir / "metrics.jsonl").write_text(
+        "".join(f'{{"step": {s}, "train/loss": {v}}}\n' for s, v in rows.items())
+    )
+    advice = resume_advice(run_dir)
+    assert "None is usable" in advice and "--resume" not in advice
+    assert advice.endswith(f"alexnet2012 train --config {run_dir / 'config.yaml'} "
+                           f"run.dir={run_dir}-lr0.005 train.lr=0.005")  # fmt: skip
+
+
+def test_a_divergence_with_no_usable_checkpoint_says_how_to_start_again(tmp_path):
+    """train.lr=1 keeps only checkpoints saved after the loss rose (a resume from either fails
+    the same way at any rate): the message says so and gives the command that starts again,
+    which trains to the end."""
+    run_dir = tmp_path / "run"
+    issue = ["data.name=synthetic", "train.device=cpu", "wandb.mode=disabled", "train.lr=1",
+             "train.checkpoint_every=2", f"run.dir={run_dir}"]  # fmt: skip
+    with pytest.raises(loop.TrainingError) as err:
+        loop.run(load_config(DEBUG, issue))
+    text = str(err.value)
+    assert checkpoint.checkpoints(run_dir) and "None is usable" in text, text
+    command = text.split("start again in a new folder: ")[1].split()
+    assert command[:4] == ["alexnet2012", "train", "--config", str(run_dir / "config.yaml")]
+    assert command[4:] == [f"run.dir={run_dir}-lr0.1", "train.lr=0.1"]
+    summary = loop.run(load_config(command[3], command[4:]))
+    assert summary["steps"] == 16 and summary["final_val_loss"] < 2 * math.log(10), summary
 
 
 def _full_on_rank0(rank, run_dir):
