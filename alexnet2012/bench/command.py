@@ -17,9 +17,9 @@ the forward multiply-adds x 2) and, on CUDA, the share of ``--peak-tflops`` (def
 790 with train.amp, else 67). GPU options come from the config: train.amp (bf16 autocast),
 train.channels_last, train.compile. ``two_ranks`` needs two GPUs on CUDA (skipped on one).
 
-``bench data``: images/s each input pipeline (Fashion-MNIST with the train transforms,
-synthetic, the configured image store) delivers, next to the images/s a short training bench of
-the configured model consumes; the target is a pipeline at least 5x faster than training.
+``rank_share`` (asked for by name) runs one rank's share of the split net on one device, each
+exchange a local copy of its size, and projects two devices from it (bench/project.py).
+``bench data``: what each input pipeline delivers (DATA_HELP); ``bench norms``: bench/norms.py.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from alexnet2012 import config
 from alexnet2012.bench import exchanges
 from alexnet2012.bench import measure as benchlib
 from alexnet2012.bench import rows as benchrows
-from alexnet2012.bench.measure import EXECUTIONS, Job
+from alexnet2012.bench.measure import DEFAULT_EXECUTIONS, EXECUTIONS, SPLIT, Job
+from alexnet2012.bench.project import format_projection, project
 from alexnet2012.config import Config, load_config
 from alexnet2012.data.errors import DataError
 from alexnet2012.nets.build import build_model
@@ -75,7 +76,8 @@ def _options(p) -> None:
     p.add_argument("--config", help="YAML file of overrides (configs/*.yaml)")
     p.add_argument("--steps", type=int, default=20, help="timed steps (data: timed batches)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before the clock starts")
-    p.add_argument("--executions", default=",".join(EXECUTIONS), help="comma-separated list")
+    p.add_argument("--executions", default=",".join(DEFAULT_EXECUTIONS),
+                   help=f"comma-separated, of {','.join(EXECUTIONS)}")  # fmt: skip
     where = ("config", "rank0", "split", "both")  # config: as parallel.fc8
     p.add_argument("--fc8", choices=where, default="config", help="where two_ranks keeps fc8")
     p.add_argument("--flops", action="store_true", help="report achieved TFLOP/s")
@@ -108,8 +110,8 @@ def _refusal(name: str, cfg: Config, cuda: bool, split: str | None) -> str | Non
     if name == "two_ranks" and cuda and torch.cuda.device_count() < 2:
         return ("two_ranks skipped: one GPU, and NCCL refuses two ranks on one GPU (docs/"
                 "parallel.md); rerun with train.device=cpu for two gloo CPU ranks")  # fmt: skip
-    if name == "two_ranks" and split:
-        return f"two_ranks skipped: {split}"
+    if name in SPLIT and split:
+        return f"{name} skipped: {split}"
     if name == "torchvision" and importlib.util.find_spec("torchvision") is None:
         return "torchvision skipped: the torchvision package is not installed"
     return None
@@ -131,9 +133,9 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
         with torch.device("meta"):  # a bad config fails here in one line, before any process
             build_model(benchlib.config_for(cfg, name, fc8s[0]), classes, channels)
     for name in runnable:
-        for fc8 in fc8s if name == "two_ranks" else [None]:
+        for fc8 in fc8s if name in SPLIT else [None]:
             run_cfg = benchlib.config_for(cfg, name, fc8)
-            label = f"two_ranks/{fc8}" if fc8 else name
+            label = f"{name}/{fc8}" if fc8 else name
             job = Job(label, name, config.to_dict(run_cfg), classes, channels, args.steps,
                       args.warmup, cuda, trace=args.exchanges)  # fmt: skip
             flops = None
@@ -156,6 +158,7 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
         "command": "bench", **_machine(cuda), "config": config.to_dict(cfg),
         "steps": args.steps, "warmup": args.warmup, "results": rows,
         "ratios": benchrows.ratios(rows, plan), "notes": notes,
+        "projections": [project(r) for r in rows if r["execution"] == "rank_share"],
     }  # fmt: skip
 
 
@@ -189,10 +192,6 @@ def data_bench(cfg: Config, args, cuda: bool) -> dict:
     }  # fmt: skip
 
 
-def _mb(x: float) -> str:
-    return f"{x / 1e6:.1f}"
-
-
 def format_table(rows: list[dict]) -> str:
     """The rows as a fixed-width text table (MB are 10^6 bytes)."""
     head = (
@@ -203,10 +202,10 @@ def format_table(rows: list[dict]) -> str:
     for r in rows:
         ms = f"{r['step_s_median'] * 1e3:.1f} [{r['step_s_p10'] * 1e3:.1f}-"
         ms += f"{r['step_s_p90'] * 1e3:.1f}]"
-        peak = "/".join(_mb(v) for v in r["peak_memory_per_rank"])
+        peak = "/".join(f"{v / 1e6:.1f}" for v in r["peak_memory_per_rank"])
         pairs = zip(r["param_bytes_per_rank"], r["optimizer_bytes_per_rank"], strict=True)
-        mem = "/".join(_mb(p + o) for p, o in pairs)
-        exch = "/".join(_mb(v) for v in r["bytes_per_step_per_rank"])
+        mem = "/".join(f"{(p + o) / 1e6:.1f}" for p, o in pairs)
+        exch = "/".join(f"{v / 1e6:.1f}" for v in r["bytes_per_step_per_rank"])
         share = 100 * max(r["exchange_share_per_rank"])
         tf = f"{r['achieved_tflops']:.3g}" if "achieved_tflops" in r else "-"
         if "peak_share" in r:
@@ -239,6 +238,8 @@ def _print_train(report: dict) -> None:
             if "exchange_breakdown" in r:
                 print(f"{r['name']}: exchanges per call, medians over the timed steps")
                 print(exchanges.format_breakdown(r["exchange_breakdown"]))
+    for p in report["projections"]:
+        print(format_projection(p))
     rat = report["ratios"]
     for fc8, v in rat["step_time_two_ranks_over_emulated"].items():
         print(f"two_ranks (fc8 {fc8}) / emulated step time: {v:.2f}")

@@ -28,6 +28,7 @@ from alexnet2012 import config
 from alexnet2012.config import ALEXNET2012_INITS, Config
 from alexnet2012.nets.build import input_size
 from alexnet2012.parallel import comm, torchrun
+from alexnet2012.parallel.comm import loopback
 from alexnet2012.parallel.execution import build_execution
 from alexnet2012.training.optim import build_optimizer
 from alexnet2012.training.state import peak_memory
@@ -35,7 +36,11 @@ from alexnet2012.training.step import TrainStep
 
 log = logging.getLogger(__name__)
 
-EXECUTIONS = ("two_ranks", "emulated", "streamlined", "torchvision")
+EXECUTIONS = ("two_ranks", "emulated", "streamlined", "torchvision", "rank_share")
+DEFAULT_EXECUTIONS = EXECUTIONS[
+    :4
+]  # rank_share (one rank's share, for bench/project.py): asked for
+SPLIT = ("two_ranks", "rank_share")  # the executions that split the net into towers
 ILSVRC2012_TRAIN = 1_281_167
 FASHION_MNIST_TRAIN = 60_000
 
@@ -78,12 +83,14 @@ def data_shape(cfg: Config) -> tuple[int, int, int]:
 
 def config_for(cfg: Config, execution: str, fc8: str | None = None) -> Config:
     """``cfg`` with the network ``execution`` runs: the two-tower net or a baseline."""
-    name = "alexnet2012" if execution in ("two_ranks", "emulated") else execution
+    name = "alexnet2012" if execution in ("two_ranks", "emulated", "rank_share") else execution
     init = cfg.model.init
     if name == "alexnet2012" and init not in ALEXNET2012_INITS:
         init = "preset"  # the baselines' inits do not apply to the two-tower net
     model = dataclasses.replace(cfg.model, name=name, init=init)
     parallel = dataclasses.replace(cfg.parallel, fc8=fc8 or cfg.parallel.fc8)
+    if execution == "rank_share":  # the loopback pair has no overlapped swaps (comm/loopback.py)
+        parallel = dataclasses.replace(parallel, overlap=False)
     return dataclasses.replace(cfg, model=model, parallel=parallel)
 
 
@@ -106,6 +113,8 @@ def fixed_batches(cfg: Config, job: Job, device: torch.device, count: int = 2) -
 def measure(job: Job, env: torchrun.Env) -> dict:
     """Time ``job`` on this process's share of the network; this rank's raw figures."""
     cfg, dev = config.from_dict(job.cfg), env.device
+    if job.execution == "rank_share":  # tower 0 of a pair whose exchanges stay in this process
+        env = dataclasses.replace(env, group=loopback.pair())
     at_start = peak_memory(dev)  # CPU: the interpreter and torch alone, before the network
     torch.manual_seed(cfg.seed)
     ex, forward = build_execution(cfg, env, job.classes, job.channels)  # as training runs it
@@ -142,6 +151,8 @@ def measure(job: Job, env: torchrun.Env) -> dict:
         "step_s": times,
         "wait_s": sum(env.group.wait_s.values()),
         "bytes_by_point": {k: v / job.steps for k, v in env.group.bytes_sent.items()},
+        "calls_by_point": {k: v / job.steps for k, v in env.group.calls.items()},
+        "exchange_s_by_point": {k: v / job.steps for k, v in env.group.wait_s.items()},
         "param_bytes": ex.param_bytes(),
         "optimizer_bytes": sum(t.numel() * t.element_size() for t in state),
         "peak_memory": peak_memory(dev),

@@ -30,7 +30,7 @@ def summarise(job: Job, ranks: list[dict], epoch_images: int, flops: dict | None
     points = sorted({k for r in ranks for k in r["bytes_by_point"]})
     row = {
         "name": job.name, "execution": job.execution, "model": cfg.model.name,
-        "fc8": cfg.parallel.fc8 if job.execution == "two_ranks" else None,
+        "fc8": cfg.parallel.fc8 if job.execution in ("two_ranks", "rank_share") else None,
         "world_size": job.world_size, "device": ranks[0]["device"],
         "backend": ranks[0]["backend"], "threads_per_rank": [r["threads"] for r in ranks],
         "overlapped": ranks[0]["overlapped"],
@@ -49,6 +49,8 @@ def summarise(job: Job, ranks: list[dict], epoch_images: int, flops: dict | None
             p: [r["bytes_by_point"].get(p, 0.0) for r in ranks] for p in points
         },
         "bytes_per_step_per_rank": [sum(r["bytes_by_point"].values()) for r in ranks],
+        "calls_per_step_by_point": ranks[0]["calls_by_point"],
+        "exchange_s_per_step_by_point": ranks[0]["exchange_s_by_point"],
         "exchange_share_per_rank": [r["wait_s"] / sum(r["step_s"]) for r in ranks],
         # how the exchanges' time was taken (comm.TowerGroup.wait_s): CUDA events on a GPU
         "exchange_share_measured_with": "cuda_events" if job.cuda else "host_clock",

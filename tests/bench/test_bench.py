@@ -19,7 +19,9 @@ from alexnet2012.nets.build import build_model
 
 DEBUG = str(Path(__file__).resolve().parents[2] / "configs" / "debug.yaml")
 TINY = ["--config", DEBUG, "data.name=synthetic", "train.batch_size=8", "--warmup", "2"]
-NAMES = {"two_ranks/rank0", "two_ranks/split", "emulated", "streamlined", "torchvision"}
+NAMES = {"two_ranks/rank0", "two_ranks/split", "emulated", "streamlined", "torchvision",
+         "rank_share/rank0", "rank_share/split"}  # fmt: skip
+EVERY = "two_ranks,emulated,streamlined,torchvision,rank_share"
 POSITIVE = ("images_per_s", "epoch_s", "step_s_median", "step_s_mean", "step_s_p10",
             "step_s_p90", "forward_macs", "train_gflop_per_image", "achieved_tflops")  # fmt: skip
 PER_RANK = ("peak_memory_per_rank", "memory_at_start_per_rank", "param_bytes_per_rank",
@@ -36,7 +38,8 @@ def _run(tmp_path, *argv) -> dict:
 def report(tmp_path_factory):
     """One bench of every execution, both fc8 placements (the slow part, shared)."""
     path = tmp_path_factory.mktemp("bench")
-    return _run(path, *TINY, "--steps", "3", "--fc8", "both", "--flops", "--peak-tflops", "1")
+    return _run(path, *TINY, "--steps", "3", "--fc8", "both", "--flops", "--peak-tflops", "1",
+                "--executions", EVERY)  # fmt: skip
 
 
 def _finite_positive(x) -> bool:
@@ -60,7 +63,7 @@ def test_every_execution_reports_every_key(report):
         shares = r["exchange_share_per_rank"]
         if r["world_size"] == 2:
             assert r["backend"] == "gloo" and all(0 < s < 1 for s in shares), shares
-        else:  # one process exchanges nothing
+        elif r["execution"] == "emulated":  # one process exchanges nothing
             assert r["bytes_per_step_per_rank"] == [0] and r["bytes_per_step_by_point"] == {}
             assert shares == [0.0]
 
@@ -82,6 +85,43 @@ def test_two_ranks_bytes_are_the_layer_sizes(report, fc8):
     expected = _expected_bytes(fc8)
     assert row["bytes_per_step_by_point"] == {k: [v, v] for k, v in expected.items()}
     assert row["bytes_per_step_per_rank"] == [sum(expected.values())] * 2
+
+
+@pytest.mark.parametrize("fc8", ["rank0", "split"])
+def test_rank_share_makes_rank0s_exchange_calls(report, fc8):
+    """One rank's share on one device (comm/loopback.py) makes the exchange calls rank 0 of
+    two ranks makes, with the same bytes; the projection adds each call's modelled link time
+    to the share's compute."""
+    rows = {r["name"]: r for r in report["results"]}
+    share, two = rows[f"rank_share/{fc8}"], rows[f"two_ranks/{fc8}"]
+    assert share["world_size"] == 1 and share["fc8"] == fc8
+    assert share["bytes_per_step_by_point"] == {
+        k: v[:1] for k, v in two["bytes_per_step_by_point"].items()
+    }
+    assert share["calls_per_step_by_point"] == two["calls_per_step_by_point"]
+    calls = share["calls_per_step_by_point"]  # forward and backward; a split fc8's is identity
+    assert calls == {"conv3": 2, "fc6": 2, "fc7": 2, "fc8": 2 if fc8 == "rank0" else 1}
+    (p,) = [p for p in report["projections"] if p["execution"] == f"rank_share/{fc8}"]
+    assert p["compute_s"] == pytest.approx(share["step_s_median"] - p["local_copies_s"])
+    for link in p["links"]:
+        calls = sum(share["calls_per_step_by_point"].values())
+        wire = sum(p["bytes_per_step"].values()) / (link["gb_per_s"] * 1e9)
+        want = p["compute_s"] + calls * link["latency_us"] * 1e-6 + wire
+        assert link["step_s"] == pytest.approx(want)
+        assert link["images_per_s"] == pytest.approx(8 / want)
+    extra = 2 if fc8 == "rank0" else 1  # the head also receives fc8's forward
+    assert p["bytes_per_step"]["fc8"] == extra * share["bytes_per_step_by_point"]["fc8"][0]
+
+
+def test_bench_norms_times_each_norm_of_the_net(tmp_path):
+    """``bench norms``: every response norm of the configured net at its own input shape,
+    fused against the formulas."""
+    rep = _run(tmp_path, "norms", "--config", DEBUG, "data.name=synthetic",
+               "train.batch_size=4", "--steps", "1")  # fmt: skip
+    norms = [(r["norm"], r["shape"]) for r in rep["norms"]]
+    assert norms == [("TowerLRN", [4, 16, 22, 22]), ("TowerLRN", [4, 32, 11, 11]),
+                     ("SpatialNorm", [4, 32, 11, 11])], norms  # fmt: skip
+    assert all(_finite_positive(r[k]) for r in rep["norms"] for k in ("fused_ms", "formula_ms"))
 
 
 def test_ratios_side_by_side(report):

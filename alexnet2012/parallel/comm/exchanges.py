@@ -11,10 +11,19 @@ import torch
 import torch.distributed as dist
 
 from alexnet2012.parallel.comm.group import TowerGroup
+from alexnet2012.parallel.comm.loopback import ops
+
 
 # torch 2.14 deprecates the *_into_tensor / *_tensor names (FutureWarning) for *_single
-_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+def _all_gather_single(out, x, group):
+    d = ops(group)
+    (getattr(d, "all_gather_single", None) or d.all_gather_into_tensor)(out, x, group=group)
+
+
+def _reduce_scatter_single(out, parts, op, group):
+    d = ops(group)
+    call = getattr(d, "reduce_scatter_single", None) or d.reduce_scatter_tensor
+    call(out, parts, op=op, group=group)
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -66,7 +75,8 @@ def gathered_stand_in(x: torch.Tensor, group: TowerGroup) -> torch.Tensor:
 
 
 def _with_each_peer(p2p, parts: list, g: TowerGroup, head: int) -> None:
-    """``p2p`` (isend or irecv) of ``parts[r]`` with every rank r but the head; all awaited."""
+    """``p2p`` ("isend" or "irecv") of ``parts[r]`` with every rank r but the head; all awaited."""
+    p2p = getattr(ops(g.group), p2p)  # "isend" or "irecv"
     works = [p2p(parts[r], g.global_rank(r), group=g.group) for r in range(g.size) if r != head]
     for w in works:
         w.wait()
@@ -82,11 +92,11 @@ class _GatherToHead(torch.autograd.Function):
         x = x.contiguous()
         t0 = g.clock(x)
         if g.rank != head:
-            dist.send(x, dst=g.global_rank(head), group=g.group)
+            ops(g.group).send(x, dst=g.global_rank(head), group=g.group)
             g.count(name, _nbytes(x), t0, "to_head")
             return x.new_empty((x.shape[0], 0, *x.shape[2:]))  # (N, 0): still on x's graph
         parts = [x if r == head else torch.empty_like(x) for r in range(g.size)]
-        _with_each_peer(dist.irecv, parts, g, head)
+        _with_each_peer("irecv", parts, g, head)
         g.count(name, 0, t0, "to_head")
         return torch.cat(parts, dim=1)  # (N, size*c, ...) in rank order
 
@@ -96,11 +106,11 @@ class _GatherToHead(torch.autograd.Function):
         t0 = g.clock(grad)
         if g.rank != head:
             out = torch.empty(ctx.shape, dtype=ctx.dtype, device=ctx.device)
-            dist.recv(out, src=g.global_rank(head), group=g.group)
+            ops(g.group).recv(out, src=g.global_rank(head), group=g.group)
             g.count(ctx.name, 0, t0, "from_head")
             return out, None, None, None
         parts = [p.contiguous() for p in grad.chunk(g.size, dim=1)]
-        _with_each_peer(dist.isend, parts, g, head)
+        _with_each_peer("isend", parts, g, head)
         sent = sum(_nbytes(parts[r]) for r in range(g.size) if r != head)
         g.count(ctx.name, sent, t0, "from_head")
         return parts[head], None, None, None
@@ -113,7 +123,7 @@ class _SumPartials(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, g: TowerGroup, name: str) -> torch.Tensor:
         out = x.clone(memory_format=torch.contiguous_format)
         t0 = g.clock(out)
-        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=g.group)
+        ops(g.group).all_reduce(out, op=dist.ReduceOp.SUM, group=g.group)
         # a ring all-reduce sends 2 (size-1)/size of the tensor per rank (the tensor at size 2)
         g.count(name, _nbytes(out) * 2 * (g.size - 1) // g.size, t0, "all_reduce")
         return out

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from alexnet2012.parallel.comm.loopback import LOOPBACK, ops
+
 
 @dataclass
 class TowerGroup:
@@ -33,6 +35,7 @@ class TowerGroup:
     rank: int = 0
     size: int = 1
     bytes_sent: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)  # exchange calls under each name
     _wait_s: dict[str, float] = field(default_factory=dict, repr=False)
     _pending: list = field(default_factory=list, repr=False)  # (name, start, end) CUDA events
     trace: list | None = field(default=None, repr=False)
@@ -49,12 +52,15 @@ class TowerGroup:
 
     def reset_counters(self) -> None:
         self.bytes_sent.clear()
+        self.calls.clear()
         self._wait_s.clear()
         self._pending.clear()
 
     def global_rank(self, group_rank: int) -> int:
         """The default-group rank of tower ``group_rank`` (what send/recv/broadcast take)."""
-        return group_rank if self.group is None else dist.get_global_rank(self.group, group_rank)
+        if self.group is None or self.group is LOOPBACK:
+            return group_rank
+        return dist.get_global_rank(self.group, group_rank)
 
     @staticmethod
     def clock(t: torch.Tensor):
@@ -70,6 +76,7 @@ class TowerGroup:
         """Add an exchange's bytes and the time since ``t0`` (:meth:`clock`) under ``name``;
         ``kind``: the call (:data:`.probe.KINDS`), for the trace."""
         self.bytes_sent[name] = self.bytes_sent.get(name, 0) + int(nbytes)
+        self.calls[name] = self.calls.get(name, 0) + 1
         if isinstance(t0, float):
             t1 = time.perf_counter()
             self._wait_s[name] = self._wait_s.get(name, 0.0) + t1 - t0
@@ -101,7 +108,7 @@ def set_timeout(groups, seconds: float) -> None:
     seen = set()
     for g in groups:
         pg = g.group if g.group is not None else dist.group.WORLD
-        if g.size == 1 or id(pg) in seen:
+        if g.size == 1 or g.group is LOOPBACK or id(pg) in seen:
             continue
         seen.add(id(pg))
         _set_timeout(timedelta(seconds=seconds), pg)
@@ -127,7 +134,7 @@ def broadcast(tensor: torch.Tensor, group: TowerGroup, src: int = 0) -> torch.Te
     """Overwrite ``tensor`` in place with tower ``src``'s and return it."""
     if group.size > 1:
         _check_dense(tensor)
-        dist.broadcast(tensor, src=group.global_rank(src), group=group.group)
+        ops(group.group).broadcast(tensor, src=group.global_rank(src), group=group.group)
     return tensor
 
 
@@ -135,7 +142,7 @@ def all_reduce_sum(tensor: torch.Tensor, group: TowerGroup) -> torch.Tensor:
     """Sum ``tensor`` over the towers, in place; returns it."""
     if group.size > 1:
         _check_dense(tensor)
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group.group)
+        ops(group.group).all_reduce(tensor, op=dist.ReduceOp.SUM, group=group.group)
     return tensor
 
 
@@ -146,7 +153,7 @@ def all_gather_cat(tensor: torch.Tensor, group: TowerGroup, dim: int) -> torch.T
         return tensor
     tensor = tensor.detach().contiguous()
     parts = [torch.empty_like(tensor) for _ in range(group.size)]
-    dist.all_gather(parts, tensor, group=group.group)
+    ops(group.group).all_gather(parts, tensor, group=group.group)
     return torch.cat(parts, dim=dim)
 
 
@@ -155,14 +162,14 @@ def broadcast_object(obj: Any, group: TowerGroup, src: int = 0) -> Any:
     if group.size == 1:
         return obj
     box = [obj if group.rank == src else None]
-    dist.broadcast_object_list(box, src=group.global_rank(src), group=group.group)
+    ops(group.group).broadcast_object_list(box, src=group.global_rank(src), group=group.group)
     return box[0]
 
 
 def barrier(group: TowerGroup) -> None:
     """Wait until every tower reaches this point."""
     if group.size > 1:
-        dist.barrier(group=group.group)
+        ops(group.group).barrier(group=group.group)
 
 
 def _check_dense(t: torch.Tensor) -> None:
