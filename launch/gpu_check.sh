@@ -71,7 +71,7 @@ part() { # part NAME COMMAND...: run it, record ok/FAILED, never stop the script
 }
 
 if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
-  for check in fp32 bf16 norms sync compile vote; do
+  for check in fp32 bf16 norms fused sync compile vote; do
     part "1. tests/test_gpu.py $check" "$PY" tests/test_gpu.py "$check"
   done
   NET=(model.input_size=224 data.name=fashion_mnist train.batch_size=256 train.amp=true

@@ -3,7 +3,7 @@ sync, the compiled step, the stop vote's pinned read. Skipped without CUDA. Runs
 as a script that runs every check (or those named), keeps going past a failing one and ends with
 a summary (the GPU machine may lack pytest; launch/gpu_check.sh runs it)::
 
-    PYTHONPATH=. python tests/test_gpu.py [fp32 bf16 norms sync compile vote]
+    PYTHONPATH=. python tests/test_gpu.py [fp32 bf16 norms fused sync compile vote]
 
 Tolerances, each from a measurement (relative errors ``|a - b| / |b|`` per tensor, against the
 CPU in float64; torch 2.14, the batches below: smooth images, 7x7 noise upsampled):
@@ -142,6 +142,43 @@ def _norms() -> list[str]:
     return ["LRN, Caffe's LRN and the spatial norm: the fp32 norm rounded once to bf16"]
 
 
+def _fused() -> list[str]:
+    """The fused norms' Triton kernels (nets/norm_kernels.py) against the formulas in float64 on
+    the CPU, forward and gradient, at full-size shapes, fp32 and bf16, both layouts; tolerances
+    as tests/nets/test_fused_norms.py (1e-5 fp32, 1e-2 bf16 in and out)."""
+    from alexnet2012.nets import norms
+
+    cases = [("LRN1", (8, 96, 55, 55), norms.CHANNEL, 2, 1e-4, 2.0),
+             ("LRN2", (8, 256, 27, 27), norms.CHANNEL, 2, 1e-4, 2.0),
+             ("Caffe LRN", (8, 96, 55, 55), norms.CHANNEL, 1, 1e-4, 1.0),
+             ("same-map", (8, 256, 27, 27), norms.SPATIAL, 1, 1e-3, 1.0)]  # fmt: skip
+    lines, bad = [], []
+    g = torch.Generator().manual_seed(0)
+    for name, shape, axis, groups, scale, k in cases:
+        x, grad = torch.randn(shape, generator=g) * 80, torch.randn(shape, generator=g)
+        args = (axis, groups, 5, scale, 0.75, k)
+        ref = x.double().requires_grad_()
+        want = norms.response_norm_formula(ref, *args)
+        want.backward(grad.double())
+        for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2)):
+            for channels_last in (False, True):
+                a = x.to(DEVICE, dtype)
+                if channels_last:
+                    a = a.contiguous(memory_format=torch.channels_last)
+                assert norms._triton_for(a), "Triton is not available: the kernels did not run"
+                a = a.detach().clone().requires_grad_()  # a leaf in its layout
+                out = norms.response_norm(a, *args)
+                out.backward(grad.to(DEVICE, dtype))
+                errs = [((t.double().cpu() - w).norm() / w.norm()).item()
+                        for t, w in ((out, want), (a.grad, ref.grad))]  # fmt: skip
+                where = f"{name} {str(dtype)[6:]} channels_last={channels_last}"
+                lines.append(f"{where}: forward {errs[0]:.1e}, gradient {errs[1]:.1e}")
+                if max(errs) > tol:
+                    bad.append(f"{lines[-1]} (tolerance {tol})")
+    assert not bad, "\n".join(bad)
+    return lines
+
+
 def _sync() -> list[str]:
     """The trainer's per-step work (batch, step, metrics window) under sync-debug "error":
     eager and compiled, bf16 and channels_last; the batch's host data arrives pinned and
@@ -178,8 +215,8 @@ def _vote() -> list[str]:
     return ["deferred stop vote: read one period late, from pinned memory"]
 
 
-CHECKS = {"fp32": _fp32, "bf16": _bf16, "norms": _norms, "sync": _sync, "compile": _compile,
-          "vote": _vote}  # fmt: skip
+CHECKS = {"fp32": _fp32, "bf16": _bf16, "norms": _norms, "fused": _fused, "sync": _sync,
+          "compile": _compile, "vote": _vote}  # fmt: skip
 
 
 @requires_cuda
@@ -195,6 +232,11 @@ def test_cuda_bf16_autocast_close_to_cpu():
 @requires_cuda
 def test_norms_in_fp32_under_bf16_autocast():
     _norms()
+
+
+@requires_cuda
+def test_fused_norm_kernels_equal_the_formulas():
+    _fused()
 
 
 @requires_cuda

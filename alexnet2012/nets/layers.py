@@ -95,7 +95,8 @@ class TowerDropout(TowerOp):
         keep = self.keep
         if keep is None or keep.shape != x.shape or keep.device != x.device:
             keep = self.draw(x.shape[0], x.shape[1] // self.towers, x.device)
-        return x * keep.to(x.dtype) * scale  # per element as part * mask * scale per tower
+        x = x * keep  # the bool mask promotes to x's dtype in the product: one kernel
+        return x if scale == 1.0 else x * scale
 
     def draw(self, batch: int, width: int, device) -> torch.Tensor:
         """This step's keep mask (batch, towers * width): tower by tower, each from its own
