@@ -38,6 +38,7 @@ from alexnet2012.bench import exchanges
 from alexnet2012.bench import measure as benchlib
 from alexnet2012.bench import rows as benchrows
 from alexnet2012.bench.measure import DEFAULT_EXECUTIONS, EXECUTIONS, SPLIT, Job
+from alexnet2012.bench.profile import format_profile
 from alexnet2012.bench.project import format_projection, project
 from alexnet2012.config import Config, load_config
 from alexnet2012.data.errors import DataError
@@ -85,6 +86,8 @@ def _options(p) -> None:
     p.add_argument("--json", metavar="OUT", help="write the full report as JSON here")
     what = "two gloo ranks: time each exchange call (waiting, own cost, alone)"
     p.add_argument("--exchanges", action="store_true", help=what)
+    what = "profile N more steps of each execution: the top operations by their own time"
+    p.add_argument("--profile", type=int, default=0, metavar="N", help=what)
 
 
 def _use_cuda(cfg: Config) -> bool:
@@ -137,7 +140,7 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
             run_cfg = benchlib.config_for(cfg, name, fc8)
             label = f"{name}/{fc8}" if fc8 else name
             job = Job(label, name, config.to_dict(run_cfg), classes, channels, args.steps,
-                      args.warmup, cuda, trace=args.exchanges)  # fmt: skip
+                      args.warmup, cuda, trace=args.exchanges, profile=args.profile)  # fmt: skip
             flops = None
             if args.flops:
                 macs = benchrows.forward_macs(run_cfg, classes, channels)
@@ -192,29 +195,6 @@ def data_bench(cfg: Config, args, cuda: bool) -> dict:
     }  # fmt: skip
 
 
-def format_table(rows: list[dict]) -> str:
-    """The rows as a fixed-width text table (MB are 10^6 bytes)."""
-    head = (
-        f"{'execution':<17} {'img/s':>9} {'step ms med [p10-p90]':>24} {'exch%':>6} "
-        f"{'peak MB/rank':>14} {'param+opt MB/rank':>18} {'exch MB/step':>12} {'TFLOP/s':>8}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        ms = f"{r['step_s_median'] * 1e3:.1f} [{r['step_s_p10'] * 1e3:.1f}-"
-        ms += f"{r['step_s_p90'] * 1e3:.1f}]"
-        peak = "/".join(f"{v / 1e6:.1f}" for v in r["peak_memory_per_rank"])
-        pairs = zip(r["param_bytes_per_rank"], r["optimizer_bytes_per_rank"], strict=True)
-        mem = "/".join(f"{(p + o) / 1e6:.1f}" for p, o in pairs)
-        exch = "/".join(f"{v / 1e6:.1f}" for v in r["bytes_per_step_per_rank"])
-        share = 100 * max(r["exchange_share_per_rank"])
-        tf = f"{r['achieved_tflops']:.3g}" if "achieved_tflops" in r else "-"
-        if "peak_share" in r:
-            tf += f" ({100 * r['peak_share']:.1f}%)"
-        lines.append(f"{r['name']:<17} {r['images_per_s']:>9.1f} {ms:>24} {share:>6.1f} "
-                     f"{peak:>14} {mem:>18} {exch:>12} {tf:>8}")  # fmt: skip
-    return "\n".join(lines)
-
-
 def _print_train(report: dict) -> None:
     rows = report["results"]
     if rows:
@@ -222,7 +202,7 @@ def _print_train(report: dict) -> None:
         print(f"{report['device']} {report['gpu'] or ''} torch {report['torch']}: batch "
               f"{r['batch_size']}, input {r['input_size']}, {r['steps']} steps after "
               f"{r['warmup']} warm-up")  # fmt: skip
-        print(format_table(rows))
+        print(benchrows.format_table(rows))
         for r in rows:
             print(
                 f"  {r['name']}: epoch of {r['epoch_images']} images {r['epoch_s']:.1f} s", end=""
@@ -235,6 +215,8 @@ def _print_train(report: dict) -> None:
                 print(f"; {r['train_gflop_per_image']:.2f} GFLOP/image", end="")
             print()
         for r in rows:
+            if r["profile"]:
+                print(format_profile(r["name"], r["profile"], report["device"] == "cuda"))
             if "exchange_breakdown" in r:
                 print(f"{r['name']}: exchanges per call, medians over the timed steps")
                 print(exchanges.format_breakdown(r["exchange_breakdown"]))
@@ -277,8 +259,9 @@ def main(args) -> int:
     args = again.parse_intermixed_args(args.args, namespace=args)  # keeps options given before
     data_mode = args.words[:1] == ["data"]
     cfg = load_config(args.config, args.words[1:] if data_mode else args.words)
-    if args.steps < 1 or args.warmup < 0:
-        raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {args.steps}, {args.warmup}")
+    if args.steps < 1 or args.warmup < 0 or args.profile < 0:
+        raise ValueError(f"--steps must be >= 1, --warmup and --profile >= 0, got {args.steps}, "
+                         f"{args.warmup}, {args.profile}")  # fmt: skip
     out = Path(args.json) if args.json else None
     if out is not None:  # a bad --json path fails now, not after the whole bench
         if out.is_dir():

@@ -58,6 +58,7 @@ class Job:
     warmup: int
     cuda: bool
     trace: bool = False  # two gloo ranks: time each exchange call (bench --exchanges)
+    profile: int = 0  # steps to profile after the timed ones (bench --profile)
 
     @property
     def world_size(self) -> int:
@@ -141,6 +142,12 @@ def measure(job: Job, env: torchrun.Env) -> dict:
         _sync(dev)
         times.append(time.perf_counter() - t0)
     calls = exchange_calls(env.group, job.steps) if tracing else None
+    top = None
+    if job.profile:  # after the counters are read: the profiled steps are not counted
+        from alexnet2012.bench.profile import profile_steps
+
+        first = job.warmup + job.steps
+        top = profile_steps(step, first, job.profile, dev.type == "cuda", lambda: _sync(dev))
     state = [v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     return {
         "rank": env.rank,
@@ -158,6 +165,7 @@ def measure(job: Job, env: torchrun.Env) -> dict:
         "peak_memory": peak_memory(dev),
         "memory_at_start": at_start,
         "exchange_calls": calls,
+        "profile": top,
     }
 
 

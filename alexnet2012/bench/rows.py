@@ -54,6 +54,7 @@ def summarise(job: Job, ranks: list[dict], epoch_images: int, flops: dict | None
         "exchange_share_per_rank": [r["wait_s"] / sum(r["step_s"]) for r in ranks],
         # how the exchanges' time was taken (comm.TowerGroup.wait_s): CUDA events on a GPU
         "exchange_share_measured_with": "cuda_events" if job.cuda else "host_clock",
+        "profile": ranks[0]["profile"],  # rank 0's (bench --profile)
     }  # fmt: skip
     if flops:
         gflop = 3 * 2 * flops["macs"] / 1e9  # training ~ 3x forward, 2 FLOP per multiply-add
@@ -90,3 +91,26 @@ def ratios(rows: list[dict], plan: dict[str, list[int]]) -> dict:
             continue
         out["memory_larger_rank_over_one_process"][fc8] = {"ratio": larger / one, "source": source}
     return out
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as a fixed-width text table (MB are 10^6 bytes)."""
+    head = (
+        f"{'execution':<17} {'img/s':>9} {'step ms med [p10-p90]':>24} {'exch%':>6} "
+        f"{'peak MB/rank':>14} {'param+opt MB/rank':>18} {'exch MB/step':>12} {'TFLOP/s':>8}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ms = f"{r['step_s_median'] * 1e3:.1f} [{r['step_s_p10'] * 1e3:.1f}-"
+        ms += f"{r['step_s_p90'] * 1e3:.1f}]"
+        peak = "/".join(f"{v / 1e6:.1f}" for v in r["peak_memory_per_rank"])
+        pairs = zip(r["param_bytes_per_rank"], r["optimizer_bytes_per_rank"], strict=True)
+        mem = "/".join(f"{(p + o) / 1e6:.1f}" for p, o in pairs)
+        exch = "/".join(f"{v / 1e6:.1f}" for v in r["bytes_per_step_per_rank"])
+        share = 100 * max(r["exchange_share_per_rank"])
+        tf = f"{r['achieved_tflops']:.3g}" if "achieved_tflops" in r else "-"
+        if "peak_share" in r:
+            tf += f" ({100 * r['peak_share']:.1f}%)"
+        lines.append(f"{r['name']:<17} {r['images_per_s']:>9.1f} {ms:>24} {share:>6.1f} "
+                     f"{peak:>14} {mem:>18} {exch:>12} {tf:>8}")  # fmt: skip
+    return "\n".join(lines)

@@ -124,6 +124,18 @@ def test_bench_norms_times_each_norm_of_the_net(tmp_path):
     assert all(_finite_positive(r[k]) for r in rep["norms"] for k in ("fused_ms", "formula_ms"))
 
 
+def test_profile_names_where_the_step_goes(tmp_path, capsys):
+    """``--profile N``: the top operations of N more steps by their own time, per execution."""
+    rep = _run(tmp_path, *TINY, "--steps", "1", "--executions", "emulated", "--profile", "2")
+    (row,) = rep["results"]
+    top = row["profile"]
+    assert 0 < len(top) <= 15 and all(r["ms_per_step"] > 0 for r in top)
+    assert [r["ms_per_step"] for r in top] == sorted((r["ms_per_step"] for r in top), reverse=True)
+    assert 0 < sum(r["share"] for r in top) <= 1 + 1e-9
+    assert any("convolution" in r["op"] for r in top), [r["op"] for r in top]
+    assert "emulated: top operations by their own CPU time" in capsys.readouterr().out
+
+
 def test_ratios_side_by_side(report):
     rat = report["ratios"]
     assert set(rat["step_time_two_ranks_over_emulated"]) == {"rank0", "split"}
