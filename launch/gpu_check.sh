@@ -16,6 +16,11 @@
 #   4. The 2012 pipeline from a prepared store (640 ImageNet-sized JPEGs made and prepared
 #      here): the host's share per core (python -m alexnet2012.data.loadbench), and bench data
 #      at full size with the crops cut on the host (data.crop_on=host) and on the GPU (device).
+#   5. configs/fashion_mnist_2012.yaml as shipped, 10 epochs on one GPU: training seconds and
+#      test error (needs Fashion-MNIST: Debian's package, the cache, or FMNIST_ROOT).
+# Part 2 also times one rank's share of the split net (rank_share) and projects two GPUs from
+# it at assumed link speeds, profiles 5 eager steps of each execution (--profile), and times the
+# fused response norms against their formulas (bench norms).
 # Without CUDA it says so, skips the GPU parts, and runs the same benches tiny on the CPU.
 #
 #   launch/gpu_check.sh                                   # reports in runs/gpu_check
@@ -78,12 +83,17 @@ if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
        train.channels_last=true train.device=cuda)
   [[ -n "${FMNIST_ROOT:-}" ]] && NET+=("data.root=$FMNIST_ROOT")
   for mode in eager compiled; do
-    extra=()
+    extra=(--profile 5)  # eager: where each execution's step goes, by operation
     [[ $mode == compiled ]] && extra=(train.compile=true)
     part "2. training throughput on the GPU, $mode (bf16 autocast, channels_last, batch 256, 1x224)" \
       "$PY" -m alexnet2012 bench "${NET[@]}" "${extra[@]}" \
-      --executions streamlined,emulated,two_ranks --steps 50 --warmup 10 --flops \
+      --executions streamlined,emulated,rank_share,two_ranks --steps 50 --warmup 10 --flops \
       --json "$OUT/bench_fmnist224_$mode.json"
+  done
+  for amp in true false; do
+    part "2. the response norms, fused against the formulas (train.amp=$amp, batch 256, 1x224)" \
+      "$PY" -m alexnet2012 bench norms "${NET[@]}" "train.amp=$amp" --steps 20 \
+      --json "$OUT/norms_amp_$amp.json"
   done
   part "3. input pipelines on the GPU against the training step" \
     "$PY" -m alexnet2012 bench data "${NET[@]}" --steps 50 --warmup 10 \
@@ -97,9 +107,14 @@ if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
       "data.root=$OUT/store" "data.crop_on=$crop" --steps 30 --warmup 5 \
       --json "$OUT/bench_data_store_$crop.json"
   done
+  FM=(data.root="${FMNIST_ROOT:-}")
+  [[ -z "${FMNIST_ROOT:-}" ]] && FM=()
+  part "5. the shipped 2012 config, 10 epochs on Fashion-MNIST at 224 (one GPU, two towers)" \
+    "$PY" -m alexnet2012 train --config configs/fashion_mnist_2012.yaml "${FM[@]}" \
+    train.device=cuda train.epochs=10 wandb.mode=disabled run.dir="$OUT/fmnist_2012" --replace
 else
   part "1. CUDA against the CPU: tests/test_gpu.py" "$PY" tests/test_gpu.py
-  echo "no CUDA here: GPU parts (2, 3) skipped; running the same benches tiny on the CPU"
+  echo "no CUDA here: GPU parts (2, 3, 5) skipped; running the same benches tiny on the CPU"
   NET=(--config configs/debug.yaml data.name=synthetic train.batch_size=8 train.device=cpu)
   part "2. (CPU, tiny) training throughput" "$PY" -m alexnet2012 bench "${NET[@]}" \
     --executions streamlined,emulated --steps 3 --warmup 1 --flops \
@@ -108,6 +123,11 @@ else
     --steps 3 --warmup 1 --json "$OUT/bench_data_cpu_tiny.json"
   part "4. (CPU, tiny) the 2012 pipeline from a store" "$PY" -m alexnet2012.data.loadbench \
     --store "$OUT/store" --make 24 --batch 8 --batches 3 --json "$OUT/loadbench.json"
+  part "2. (CPU, tiny) one rank's share, projected to two devices; where the steps go" \
+    "$PY" -m alexnet2012 bench "${NET[@]}" --executions rank_share --steps 2 --warmup 1 \
+    --profile 1 --json "$OUT/bench_cpu_share.json"
+  part "2. (CPU, tiny) the response norms, fused against the formulas" \
+    "$PY" -m alexnet2012 bench norms "${NET[@]}" --steps 2 --json "$OUT/norms_cpu_tiny.json"
 fi
 
 echo "== summary (epoch = 60000 Fashion-MNIST training images)"
@@ -140,10 +160,31 @@ for path in sorted(Path(sys.argv[1]).glob("bench*.json")):
               f"{p['ratio']:.1f}x the training step (target 5x)")
     for note in report["notes"]:
         print(f"{path.name}: note: {note}")
+    for proj in report.get("projections", []):
+        for link in proj["links"]:
+            print(f"{path.name}: two devices projected from {proj['execution']}, {link['link']} "
+                  f"({link['gb_per_s']:.0f} GB/s, {link['latency_us']:.0f} us/call, assumed): "
+                  f"{link['images_per_s']:.0f} img/s")
 for (stem, name), rate in sorted(rates.items()):
     if stem.endswith("_compiled") and (stem[: -len("compiled")] + "eager", name) in rates:
         eager = rates[stem[: -len("compiled")] + "eager", name]
         print(f"train.compile=true: {name} {rate / eager:.2f}x eager's images/s")
+for stem in sorted({s for s, _ in rates}):
+    if (stem, "emulated") in rates and (stem, "streamlined") in rates:
+        ratio = rates[stem, "emulated"] / rates[stem, "streamlined"]
+        print(f"{stem}: emulated two towers / streamlined images/s {ratio:.2f} (target >= 1)")
+for path in sorted(Path(sys.argv[1]).glob("norms*.json")):
+    r = json.loads(path.read_text())
+    fused, formula = (sum(n[k] for n in r["norms"]) for k in ("fused_ms", "formula_ms"))
+    print(f"{path.name}: the norms forward + backward {fused:.2f} ms fused, {formula:.2f} ms "
+          f"as formulas ({r['dtype']}, {r['device']})")
+summary = Path(sys.argv[1]) / "fmnist_2012" / "summary.json"
+if summary.exists():
+    s = json.loads(summary.read_text())
+    train_s = s["steps"] * s["step_time_s"]
+    print(f"configs/fashion_mnist_2012.yaml, 10 epochs: training {train_s:.1f} s (target <= 45), "
+          f"wall {s['wall_s']:.1f} s, test error {100 * s['test/top1_err']:.2f}% "
+          f"(target 8.26 +- 0.5), {s['images_per_s']:.0f} img/s")
 EOF
 "$PY" - "$OUT" <<'EOF'
 import json, sys

@@ -202,13 +202,17 @@ def test_gpu_check_runs_without_cuda_or_optional_packages(tmp_path):
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
-    assert "CUDA is not available here; skipped" in out and "GPU parts (2, 3) skipped" in out
+    assert "CUDA is not available here; skipped" in out and "GPU parts (2, 3, 5) skipped" in out
     for name in ("streamlined", "emulated"):
         assert re.search(rf"bench_cpu_tiny.json: {name} +\d+ img/s, epoch +[\d.]+ s", out), out
     report = json.loads((tmp_path / "out" / "bench_cpu_tiny.json").read_text())
     assert {r["name"] for r in report["results"]} == {"streamlined", "emulated"}
     assert all(r["images_per_s"] > 0 for r in report["results"])
     assert re.search(r"loadbench.json: crop_flip_uint8 +\d+ img/s per core", out), out
+    # one rank's share projected to two devices, at each assumed link; the fused norms' times
+    for link in ("NVLink 4", "PCIe 5.0 x16", "PCIe 4.0 x16"):
+        assert re.search(rf"two devices projected from rank_share/rank0, {link}.*\d+ img/s", out)
+    assert re.search(r"norms_cpu_tiny.json: the norms forward \+ backward [\d.]+ ms fused", out)
 
 
 def test_bench_times_the_step_training_runs(tmp_path, monkeypatch):
