@@ -7,12 +7,13 @@ gradient in closed form (spec gpu.md, [C12] ``convResponseNormUndo``)::
 
     dL/da_j = g_j * d_j^-beta - 2 * beta * s * a_j * sum_{i in W'(j)} g_i * a_i * d_i^(-beta-1)
 
-(``W'``: the mirrored window; the same window when its size is odd). Forward and backward each
-read the input and recompute ``d`` rather than keep an activation-sized buffer ([C12]'s
-``conserveMem``). On CUDA they are Triton kernels (:mod:`.norm_kernels`: one forward, two
-backward, fp32 inside, the input's dtype in and out, any dense layout); elsewhere, and for
+(``W'``: the mirrored window; the same window when its size is odd). On CUDA they are Triton
+kernels (:mod:`.norm_kernels`: one forward, two backward, fp32 inside, the input's dtype in and
+out, any dense layout, ``d`` recomputed as [C12]'s ``conserveMem`` does); elsewhere, and for
 float64, the same closed form in torch operations. Both are the custom operator
-``alexnet2012::response_norm``, so ``torch.compile`` keeps it whole (no graph break).
+``alexnet2012::response_norm``, so ``torch.compile`` keeps it whole (no graph break). The
+torch path keeps ``d`` for its backward (on the CPU its recomputation is a fifth of the
+backward's time).
 """
 
 from __future__ import annotations
@@ -45,16 +46,23 @@ def _window_sum(v: torch.Tensor, axis: int, groups: int, size: int, mirror: bool
     zeros past the edges; rows, then columns). On the CPU 10-20x faster than avg_pool2d."""
     if axis == SPATIAL:
         h, w, r = v.shape[2], v.shape[3], size // 2
-        padded = F.pad(v, (r, r, r, r))
-        rows = sum(padded[:, :, :, j : j + w] for j in range(size))
-        return sum(rows[:, :, i : i + h] for i in range(size))
+        rows = _shifted_sum(F.pad(v, (r, r, r, r)), 3, w, size)
+        return _shifted_sum(rows, 2, h, size)
     before, after = size // 2, (size - 1) // 2
     if mirror:
         before, after = after, before
     g = v.unflatten(1, (groups, v.shape[1] // groups))  # (N, groups, C/groups, H, W): a view
     c = g.shape[2]
     padded = F.pad(g, (0, 0, 0, 0, before, after))  # zeros past each group's edges
-    return sum(padded[:, :, i : i + c] for i in range(size)).flatten(1, 2)
+    return _shifted_sum(padded, 2, c, size).flatten(1, 2)
+
+
+def _shifted_sum(padded: torch.Tensor, dim: int, n: int, size: int) -> torch.Tensor:
+    """``sum(padded.narrow(dim, i, n) for i in range(size))``, added in place in that order."""
+    acc = padded.narrow(dim, 0, n).clone()
+    for i in range(1, size):
+        acc += padded.narrow(dim, i, n)
+    return acc
 
 
 def _step(axis: int, size: int, scale: float) -> float:
@@ -68,36 +76,45 @@ def _denominator(x, axis, groups, size, scale, k):
 
 
 def _forward_torch(x, axis, groups, size, scale, beta, k):
-    return x / _denominator(x, axis, groups, size, scale, k).pow(beta)
-
-
-def _backward_torch(g, x, axis, groups, size, scale, beta, k):
     d = _denominator(x, axis, groups, size, scale, k)
+    return x / d.pow(beta), d
+
+
+def _backward_torch(g, x, d, axis, groups, size, scale, beta):
     s = _step(axis, size, scale)
-    t = g * x / d.pow(beta + 1)  # g_i * a_i * d_i^(-beta-1)
-    return g / d.pow(beta) - (2 * beta * s) * x * _window_sum(t, axis, groups, size, mirror=True)
+    p = d.pow(-beta)
+    t = g * x * p / d  # g_i * a_i * d_i^(-beta-1)
+    return g * p - (2 * beta * s) * x * _window_sum(t, axis, groups, size, mirror=True)
 
 
 def _in_fp32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in LOW else x
 
 
+def _no_denominators(x: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(0, dtype=torch.float32)
+
+
 # ----- the operator ----------------------------------------------------------------------------
 @torch.library.custom_op("alexnet2012::response_norm", mutates_args=())
 def response_norm_op(
     x: torch.Tensor, axis: int, groups: int, size: int, scale: float, beta: float, k: float
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the norm, its denominators ``d``): kept for the backward on the torch path (memory is
+    cheap there, arithmetic is not); empty on the Triton path, whose backward recomputes them."""
     if _triton_for(x):
         from alexnet2012.nets import norm_kernels
 
-        return norm_kernels.forward(x, axis, groups, size, scale, beta, k)
-    return _forward_torch(_in_fp32(x), axis, groups, size, scale, beta, k).to(x.dtype)
+        return norm_kernels.forward(x, axis, groups, size, scale, beta, k), _no_denominators(x)
+    out, d = _forward_torch(_in_fp32(x), axis, groups, size, scale, beta, k)
+    return out.to(x.dtype), d
 
 
 @torch.library.custom_op("alexnet2012::response_norm_backward", mutates_args=())
 def response_norm_backward_op(
     g: torch.Tensor,
     x: torch.Tensor,
+    d: torch.Tensor,
     axis: int,
     groups: int,
     size: int,
@@ -110,27 +127,31 @@ def response_norm_backward_op(
 
         return norm_kernels.backward(g, x, axis, groups, size, scale, beta, k)
     g32, x32 = _in_fp32(g).to(_in_fp32(x).dtype), _in_fp32(x)
-    return _backward_torch(g32, x32, axis, groups, size, scale, beta, k).to(x.dtype)
+    if not d.numel():  # not kept (a forward on the Triton path): recomputed
+        d = _denominator(x32, axis, groups, size, scale, k)
+    return _backward_torch(g32, x32, d, axis, groups, size, scale, beta).to(x.dtype)
 
 
 @response_norm_op.register_fake
 def _(x, axis, groups, size, scale, beta, k):
-    return torch.empty_like(x)
+    if _triton_for(x):
+        return torch.empty_like(x), _no_denominators(x)
+    return torch.empty_like(x), torch.empty_like(x, dtype=_in_fp32(x).dtype)
 
 
 @response_norm_backward_op.register_fake
-def _(g, x, axis, groups, size, scale, beta, k):
+def _(g, x, d, axis, groups, size, scale, beta, k):
     return torch.empty_like(x)
 
 
 def _setup(ctx, inputs, output):
     x, *ctx.args = inputs
-    ctx.save_for_backward(x)
+    ctx.save_for_backward(x, output[1])
 
 
-def _backward(ctx, grad):
-    (x,) = ctx.saved_tensors
-    return (response_norm_backward_op(grad, x, *ctx.args),) + (None,) * 6
+def _backward(ctx, grad, _grad_d):
+    x, d = ctx.saved_tensors
+    return (response_norm_backward_op(grad, x, d, *ctx.args),) + (None,) * 6
 
 
 response_norm_op.register_autograd(_backward, setup_context=_setup)
@@ -150,9 +171,9 @@ def response_norm(x, axis: int, groups: int, size: int, scale: float, beta: floa
     device = x.device.type
     if device != "meta" and torch.is_autocast_enabled(device):
         with torch.autocast(device, enabled=False):
-            out = response_norm_op(x, axis, groups, size, scale, beta, k)
+            out, _ = response_norm_op(x, axis, groups, size, scale, beta, k)
         return out.to(torch.get_autocast_dtype(device))
-    return response_norm_op(x, axis, groups, size, scale, beta, k)
+    return response_norm_op(x, axis, groups, size, scale, beta, k)[0]
 
 
 def response_norm_formula(x, axis, groups, size, scale, beta, k):
