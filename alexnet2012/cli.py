@@ -31,6 +31,13 @@ TRAIN_HELP = """Train a run: an epoch, a validation, a checkpoint; repeat.
     alexnet2012 train --config configs/debug.yaml train.max_steps=20 run.dir=runs/dbg
     torchrun --standalone --nproc_per_node=2 -m alexnet2012 train --config configs/debug.yaml
     alexnet2012 train --resume runs/dbg train.max_steps=40
+    alexnet2012 train --from runs/dbg/checkpoints/ckpt-00000040.pt run.dir=runs/dbg-b64 \\
+        train.batch_size=64
+
+A resume continues the run as it was computed: it may lengthen train.max_steps or
+train.epochs, lower train.lr, change logging, checkpointing, W&B, the device and evaluation
+extras, and refuses anything else (batch size, seed, data, schedule, model, run.dir). A variant
+is a new run: --from a checkpoint, in a new run.dir, with the changed keys.
 
 Exit status: 0 done, 2 bad input (nothing started, nothing saved is touched), 3 disk full (what
 was saved is intact), 1 stopped (a non-finite loss, a lost peer), 130 stopped by a signal after
@@ -55,12 +62,21 @@ per tower and in total; with --init, its health at initialisation on a real batc
 def _config(args):
     from alexnet2012.config import ConfigError, load_config
 
+    if getattr(args, "start_from", None):
+        from alexnet2012.training.contract import variant_config
+
+        if args.config or args.resume:
+            raise ConfigError("--from starts from the checkpoint's config: no --config, --resume")
+        return variant_config(args.start_from, args.overrides)
     if getattr(args, "resume", None):
+        from alexnet2012.training.contract import check_run_dir
+
         saved = Path(args.resume) / "config.yaml"
         if not saved.is_file():
             raise ConfigError(f"--resume {args.resume}: no config.yaml there; is it a run folder?")
         if args.config:
             raise ConfigError("give either --config or --resume, not both")
+        check_run_dir(args.resume, args.overrides)
         return load_config(saved, [*args.overrides, f"run.dir={args.resume}"])
     return load_config(args.config, args.overrides)
 
@@ -148,6 +164,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     t.add_argument("--config", help="YAML file of overrides (configs/*.yaml)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    t.add_argument(
+        "--from",
+        dest="start_from",
+        metavar="CKPT",
+        help="start a new run (in a new run.dir) from this checkpoint's weights and config, "
+        "with key=value changes: a variant of that run",
+    )
     t.add_argument(
         "--replace",
         action="store_true",

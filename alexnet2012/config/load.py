@@ -150,9 +150,14 @@ def load_yaml(path: str | Path, keep_extends: bool = False) -> dict:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then the YAML file (and the files it ``extends``), then the overrides."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] = (), base: dict | None = None
+) -> Config:
+    """Defaults (or ``base``, a saved config), then the YAML file (and the files it
+    ``extends``), then the overrides."""
     cfg = Config()
+    if base is not None:
+        _apply(cfg, base)
     if path:
         for layer in _yaml_chain(Path(path)):
             _apply(cfg, layer)

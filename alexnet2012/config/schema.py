@@ -36,6 +36,8 @@ def choice(default, *choices):
 class RunConfig:
     dir: str = ""  # empty: runs/<model>-<time> (torchrun --max-restarts needs one)
     name: str = ""
+    # a checkpoint whose weights this run starts from (train --from: a variant of that run)
+    start_from: str = ""
 
 
 @dataclass

@@ -74,8 +74,9 @@ def _train(cfg: Config, env, resume: bool, replace: bool) -> dict:
 
 def _loop(r: Run, forward, data, per_epoch: int, resume: bool) -> dict:
     cfg, env, ex, opt, t = r.cfg, r.env, r.ex, r.opt, r.cfg.train
+    total = per_epoch * t.epochs if not t.max_steps else min(t.max_steps, per_epoch * t.epochs)
     with watchdog.patient(cfg, watchdog.groups_of(env)):  # a resume may read a large file
-        state = snapshot.begin(r, resume)  # fresh, or restored
+        state = snapshot.begin(r, resume, total)  # fresh, or restored
     checked = state.step  # the loss is known finite up to here
     # rank 0 may wait up to wandb.init_timeout_s for W&B's server: the others wait for it
     # under the patient timeout, not in the first exchange under parallel.timeout_s
@@ -85,7 +86,6 @@ def _loop(r: Run, forward, data, per_epoch: int, resume: bool) -> dict:
                              run_name=cfg.run.name or None)  # fmt: skip
         comm.barrier(env.world)
     shard = (env.data.rank, env.data.size)  # both towers of a pair read the same shard
-    total = per_epoch * t.epochs if not t.max_steps else min(t.max_steps, per_epoch * t.epochs)
     env.group.reset_counters()
     bar = progress(env.is_main, total, state.step)
     ex.model.train()

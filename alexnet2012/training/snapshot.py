@@ -1,20 +1,22 @@
 """What a training run's checkpoint holds, and how a run starts from one or afresh.
 
 :func:`save` gathers the canonical state on every rank (rank 0 writes it) and refuses to save
-non-finite weights; :func:`restore` loads it into this rank's slices, refusing a checkpoint of
-another architecture or update rule; :func:`begin` starts a run, fresh or restored, and only
-once every rank agrees on the step it starts from.
+non-finite weights; :func:`restore` loads it into this rank's slices, refusing a config that
+changes what the run computes (:mod:`.contract`); :func:`begin` starts a run, fresh (from
+scratch, or from another run's weights: ``run.start_from``) or restored, and only once every
+rank agrees on the step it starts from.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 
 from alexnet2012 import config
 from alexnet2012.parallel import comm, jobs
-from alexnet2012.training import checkpoint
+from alexnet2012.training import checkpoint, contract
 from alexnet2012.training.optim import load_optimizer_state_by_name, optimizer_state_by_name
 from alexnet2012.training.run import Run, resume_advice
 from alexnet2012.training.state import RunState
@@ -55,21 +57,18 @@ def save(run: Run) -> None:
         checkpoint.save(run_dir, data, state.step)
 
 
-def restore(run: Run) -> RunState:
-    """Load the newest good checkpoint of ``run.dir`` into this rank; the run's state."""
+def restore(run: Run, total: int | None = None) -> RunState:
+    """Load the newest good checkpoint of ``run.dir`` into this rank; the run's state.
+
+    The config may change only as :mod:`.contract` allows, and the step budget ``total`` may not
+    end before the checkpoint's step; either is refused before anything is loaded or written.
+    """
     cfg, ex = run.cfg, run.ex
     data, path = checkpoint.load_for_resume(run.dir)
-    was, now = config.to_dict(config.from_dict(data["config"])), config.to_dict(cfg)
-    # the architecture, and the update rule: PaperSGD's velocity holds lr x torch's (ref §2)
-    keys = [("model", k) for k in now["model"]] + [("train", "update")]
-    diff = [f"{a}.{k}={was[a][k]!r} there, {now[a][k]!r} now" for a, k in keys
-            if was[a][k] != now[a][k]]  # fmt: skip
-    if diff:
-        raise checkpoint.CheckpointError(
-            f"{path}: written by a run with another architecture or update rule "
-            f"({'; '.join(diff)}); resume with that run's config (drop those overrides) or "
-            "start a new run.dir"
-        )
+    was = config.to_dict(config.from_dict(data["config"]))
+    contract.refuse_changes(path, was, config.to_dict(cfg))
+    if total is not None:
+        contract.refuse_short_budget(run.dir, int(data["step"]), total)
     ex.load_canonical(data["model"])
     load_optimizer_state_by_name(run.opt, ex.local_by_name(data["optimizer"]))
     run.sched.load_state_dict(data["schedule"])
@@ -82,9 +81,26 @@ def restore(run: Run) -> RunState:
     return state
 
 
-def begin(run: Run, resume: bool) -> RunState:
+def start_from(run: Run) -> None:
+    """Load the weights of checkpoint ``run.start_from`` (``train --from``): a new run from
+    where that one was, with its own config, step count, optimiser and schedule."""
+    path = Path(run.cfg.run.start_from)
+    data = checkpoint.load(path)
+    was, now = config.to_dict(config.from_dict(data["config"]))["model"], run.cfg.model
+    diff = [f"model.{k} is {v!r} there, {getattr(now, k)!r} now" for k, v in was.items()
+            if getattr(now, k) != v]  # fmt: skip
+    if diff:
+        raise config.ConfigError(
+            f"run.start_from {path}: its weights are of another architecture ({'; '.join(diff)});"
+            " a new run from them keeps the model.* keys of that run"
+        )
+    run.ex.load_canonical(data["model"])
+    log.info("starting from the weights of %s (step %d)", path, data["step"])
+
+
+def begin(run: Run, resume: bool, total: int | None = None) -> RunState:
     """Set ``run.state``: a fresh run (never over an old one) or the restored one, once every
-    rank agrees.
+    rank agrees. ``total``: the run's step budget, which a resume may not end before its step.
 
     Each rank reads run.dir for itself, so ranks on nodes that do not share it can see different
     checkpoints; they compare the step they would start from before anything else happens.
@@ -93,9 +109,11 @@ def begin(run: Run, resume: bool) -> RunState:
     problem, job = None, jobs.job()
     try:
         if resume:
-            state = restore(run)
+            state = restore(run, total)
         else:
             checkpoint.refuse_to_overwrite(run_dir)  # a new run never buries an old one
+            if run.cfg and run.cfg.run.start_from:  # train --from
+                start_from(run)
             state = RunState()
     except Exception as e:  # still agree below, so no rank waits for one that left
         state, problem = None, e
