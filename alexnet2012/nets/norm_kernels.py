@@ -71,15 +71,21 @@ if triton is not None:
         return acc
 
     @triton.jit
-    def _coords(numel, sc, sh, sw, C, H, W, BLOCK: tl.constexpr):
-        off = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    def _coords(numel, sc, sh, sw, C, H, W, BLOCK: tl.constexpr, WIDE: tl.constexpr):
+        """Offsets of this program's elements, their mask, channel, row and column; in int32
+        (cheaper division) unless the tensor has 2^31 elements or more (WIDE)."""
+        pid = tl.program_id(0)
+        if WIDE:
+            pid = pid.to(tl.int64)
+        off = pid * BLOCK + tl.arange(0, BLOCK)
         mask = off < numel
         return off, mask, (off // sc) % C, (off // sh) % H, (off // sw) % W
 
     @triton.jit
     def _forward_kernel(x_ptr, out_ptr, numel, sc, sh, sw, C, H, W, G, s, beta, k,
-                        SIZE: tl.constexpr, AXIS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
-        off, mask, c, h, w = _coords(numel, sc, sh, sw, C, H, W, BLOCK)
+                        SIZE: tl.constexpr, AXIS: tl.constexpr, BLOCK: tl.constexpr,
+                        WIDE: tl.constexpr):  # fmt: skip
+        off, mask, c, h, w = _coords(numel, sc, sh, sw, C, H, W, BLOCK, WIDE)
         a = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
         acc = _window(x_ptr, off, mask, c, h, w, sc, sh, sw, C, H, W, G, SIZE, AXIS, True, False)
         d = k + s * acc
@@ -88,9 +94,9 @@ if triton is not None:
 
     @triton.jit
     def _backward_t_kernel(g_ptr, x_ptr, t_ptr, numel, sc, sh, sw, C, H, W, G, s, beta, k,
-                           SIZE: tl.constexpr, AXIS: tl.constexpr,
-                           BLOCK: tl.constexpr):  # fmt: skip
-        off, mask, c, h, w = _coords(numel, sc, sh, sw, C, H, W, BLOCK)
+                           SIZE: tl.constexpr, AXIS: tl.constexpr, BLOCK: tl.constexpr,
+                           WIDE: tl.constexpr):  # fmt: skip
+        off, mask, c, h, w = _coords(numel, sc, sh, sw, C, H, W, BLOCK, WIDE)
         a = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
         g = tl.load(g_ptr + off, mask=mask, other=0.0).to(tl.float32)
         acc = _window(x_ptr, off, mask, c, h, w, sc, sh, sw, C, H, W, G, SIZE, AXIS, True, False)
@@ -101,8 +107,8 @@ if triton is not None:
     @triton.jit
     def _backward_dx_kernel(g_ptr, x_ptr, t_ptr, dx_ptr, numel, sc, sh, sw, C, H, W, G,
                             s, beta, k, SIZE: tl.constexpr, AXIS: tl.constexpr,
-                            BLOCK: tl.constexpr):  # fmt: skip
-        off, mask, c, h, w = _coords(numel, sc, sh, sw, C, H, W, BLOCK)
+                            BLOCK: tl.constexpr, WIDE: tl.constexpr):  # fmt: skip
+        off, mask, c, h, w = _coords(numel, sc, sh, sw, C, H, W, BLOCK, WIDE)
         a = tl.load(x_ptr + off, mask=mask, other=0.0).to(tl.float32)
         g = tl.load(g_ptr + off, mask=mask, other=0.0).to(tl.float32)
         acc = _window(x_ptr, off, mask, c, h, w, sc, sh, sw, C, H, W, G, SIZE, AXIS, True, False)
@@ -134,6 +140,11 @@ def _args(x: torch.Tensor, axis: int, groups: int, size: int, scale: float):
     return (x.numel(), sc, sh, sw, c, h, w, c // groups), s
 
 
+def _wide(x: torch.Tensor) -> bool:
+    """Offsets need 64 bits: the last element's, plus a window's reach past it."""
+    return x.numel() + BLOCK + 4 * max(x.stride()) >= 2**31
+
+
 def _grid(x: torch.Tensor):
     return (triton.cdiv(x.numel(), BLOCK),)
 
@@ -144,7 +155,7 @@ def forward(x, axis: int, groups: int, size: int, scale: float, beta: float, k: 
     if x.numel():
         geometry, s = _args(x, axis, groups, size, scale)
         _forward_kernel[_grid(x)](x, out, *geometry, s, beta, k, SIZE=size, AXIS=axis,
-                                  BLOCK=BLOCK)  # fmt: skip
+                                  BLOCK=BLOCK, WIDE=_wide(x))  # fmt: skip
     return out
 
 
@@ -155,7 +166,7 @@ def backward(g, x, axis: int, groups: int, size: int, scale: float, beta: float,
     if x.numel():
         t = torch.empty_like(x, dtype=torch.float32)
         geometry, s = _args(x, axis, groups, size, scale)
-        grid, const = _grid(x), {"SIZE": size, "AXIS": axis, "BLOCK": BLOCK}
+        grid, const = _grid(x), {"SIZE": size, "AXIS": axis, "BLOCK": BLOCK, "WIDE": _wide(x)}
         _backward_t_kernel[grid](g, x, t, *geometry, s, beta, k, **const)
         _backward_dx_kernel[grid](g, x, t, dx, *geometry, s, beta, k, **const)
     return dx
