@@ -43,7 +43,7 @@ def _triton_for(x: torch.Tensor) -> bool:
 def _window_sum(v: torch.Tensor, axis: int, groups: int, size: int, mirror: bool = False):
     """Sum of ``v`` over each element's window as sums of shifted views: channels of its group
     (``CHANNEL``; ``mirror`` flips an even window) or a ``size x size`` square (``SPATIAL``,
-    zeros past the edges; rows, then columns). On the CPU 10-20x faster than avg_pool2d."""
+    zeros past the edges; rows, then columns): on the CPU several times faster than avg_pool2d."""
     if axis == SPATIAL:
         h, w, r = v.shape[2], v.shape[3], size // 2
         rows = _shifted_sum(F.pad(v, (r, r, r, r)), 3, w, size)
