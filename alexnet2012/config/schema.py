@@ -80,6 +80,11 @@ class DataConfig:
     # the crops cross to the device; device: the whole stored image is copied and cut there
     crop_on: str = choice("host", "host", "device")
     workers: int = 2  # imagefolder: threads that read (and crop) batches ahead of the step
+    # imagefolder: the store the run expects, raw arrays or JPEGs (prepare --format); any: either
+    images: str = choice("any", "any", "raw", "jpeg")
+    # a JPEG store: decode in batches on the device (nvJPEG), or on the loader threads; auto:
+    # the device when it is a GPU. Decoded on the device, crops are cut there too
+    decode_on: str = choice("auto", "auto", "host", "device")
     synthetic_size: int = 512  # images in the synthetic set
 
 
