@@ -58,10 +58,14 @@ def _write(path: Path, tmp: Path, data, before_rename) -> None:
 
 
 class DiskFullError(OSError):
-    """A write failed for lack of space; the message names the path and the space needed."""
+    """A write failed for lack of space; the message names the path and the space needed.
 
-    def __init__(self, message: str):
+    ``situation``: the message without its advice (what failed, where, the space there), for
+    a caller that knows better what to do next (a run before its first checkpoint)."""
+
+    def __init__(self, message: str, situation: str | None = None):
         super().__init__(errno.ENOSPC, message)
+        self.situation = situation or message
 
     def __str__(self) -> str:
         return self.strerror
@@ -89,11 +93,11 @@ def disk_full(path: str | os.PathLike, needed: int | None = None) -> DiskFullErr
         free = None
     want = f"about {_mib(needed)} needed, " if needed else ""
     have = f"{_mib(free)} free there" if free is not None else "free space unknown"
+    situation = f"no space left on the device of {folder} writing {Path(path).name} ({want}{have})"
     return DiskFullError(
-        f"no space left on the device of {folder} writing {Path(path).name} ({want}{have}); "
-        "free some space or move the folder, then continue with --resume",
+        f"{situation}; free some space or move the folder, then continue with --resume", situation
     )
 
 
 def _mib(n: int) -> str:
-    return f"{n / 2**20:,.1f} MiB"
+    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n / 2**10:,.0f} KiB"

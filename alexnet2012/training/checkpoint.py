@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from alexnet2012.files import DiskFullError, disk_full, fsync_dir, write_atomic
+from alexnet2012.files import DiskFullError, disk_full, fsync_dir, is_disk_full, write_atomic
 from alexnet2012.training import hooks, weights_only
+from alexnet2012.training.runlock import earlier_run
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +79,21 @@ REFUSED_FILE = "torchrun_refused"  # later jobs refused there (one reused a run 
 
 def mark_job(run_dir: str | Path, job: str) -> None:
     """Record that job ``job`` started the run in ``run_dir`` (its later attempts resume it)."""
-    (Path(run_dir) / JOB_FILE).write_text(job + "\n")
+    write_atomic(Path(run_dir) / JOB_FILE, job + "\n")  # a full disk: DiskFullError, named
     (Path(run_dir) / REFUSED_FILE).unlink(missing_ok=True)
 
 
 def mark_refused(run_dir: str | Path, job: str) -> None:
     """Record that job ``job`` was refused a fresh start in ``run_dir``: if it reuses the run id
     of the job that started the run, its restarts must not take that run over."""
-    with open(Path(run_dir) / REFUSED_FILE, "a") as f:
-        f.write(job + "\n")
+    path = Path(run_dir) / REFUSED_FILE
+    try:
+        with open(path, "a") as f:
+            f.write(job + "\n")
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full(path) from None
+        raise
 
 
 def resumable_by(run_dir: str | Path, job: str) -> bool:
@@ -186,7 +193,14 @@ def load(path: str | Path, map_location="cpu") -> dict:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not an alexnet2012 checkpoint (no {FORMAT!r} marker)")
         raise CheckpointError(f"{path}: checksum file {sidecar.name} is missing")
-    expected = sidecar.read_text().split()[:1]
+    expected = sidecar.read_text(errors="replace").split()[:1]
+    if not expected:
+        raise CheckpointError(
+            f"{path}: its checksum file {sidecar.name} is empty (a save cut short?), so the "
+            "checkpoint cannot be verified; resume from the previous one, or, if you trust "
+            f"this file, write its checksum: sha256sum {path.name} > {sidecar.name} (in "
+            f"{path.parent})"
+        )
     actual = _sha256(path)
     if expected != [actual]:
         raise CheckpointError(
@@ -234,9 +248,12 @@ def load_for_resume(run_dir: str | Path, map_location="cpu") -> tuple[dict, Path
     """:func:`load_latest`, but :class:`CheckpointError` saying why when nothing is usable."""
     found = checkpoints(run_dir)
     if not found:
+        again = f"alexnet2012 train --config {Path(run_dir) / 'config.yaml'} run.dir={run_dir}"
+        if earlier_run(run_dir):  # its config.yaml and metrics: moved aside, not lost
+            again += " --replace"
         raise CheckpointError(
-            f"{run_dir}: no checkpoint to resume from (no checkpoints/ckpt-*.pt); "
-            "start it again without --resume"
+            f"{run_dir}: no checkpoint to resume from (no checkpoints/ckpt-*.pt; the run "
+            f"stopped before its first); start it again: {again}"
         )
     payload, path = load_latest(run_dir, map_location)
     if payload is None:

@@ -28,7 +28,7 @@ from alexnet2012.training import hooks, results, snapshot
 from alexnet2012.training.evaluate import evaluate
 from alexnet2012.training.optim import build_optimizer
 from alexnet2012.training.progress import progress
-from alexnet2012.training.run import Run, claim, resolve_run_dir, resume_advice
+from alexnet2012.training.run import Run, claim, out_of_space, resolve_run_dir, resume_advice
 from alexnet2012.training.schedule import build_schedule
 from alexnet2012.training.snapshot import TrainingError
 from alexnet2012.training.step import TrainStep
@@ -64,10 +64,14 @@ def _train(cfg: Config, env, resume: bool, replace: bool) -> dict:
     per_epoch = data.full_batches(t.batch_size, env.data.size)  # before anything is written
     ex, forward = build_execution(cfg, env, data.num_classes, data.in_channels)
     opt = build_optimizer(ex.named_parameters(), t)
-    r = Run(resolve_run_dir(cfg, env), cfg, env, ex, opt, build_schedule(opt, t))
-    claim(r, resume, replace)  # this job's folder from here on
+    r, claimed = Run(cfg.run.dir, cfg, env, ex, opt, build_schedule(opt, t)), False
     try:
+        r.dir = resolve_run_dir(cfg, env)
+        claim(r, resume, replace)  # this job's folder from here on
+        claimed = not resume
         return _loop(r, forward, data, per_epoch, resume)
+    except DiskFullError as e:  # at any moment: the advice that works from here
+        raise out_of_space(e, r.dir, env, claimed) from None
     finally:
         r.release()
 
@@ -173,7 +177,9 @@ def _save(r: Run) -> None:
         code = 0 if failed is None else 1 + isinstance(failed, DiskFullError)
         flag = comm.broadcast(torch.tensor([code], device=r.env.device), r.env.world, src=0)
         if int(flag.item()):  # rank 0 could not write: every rank stops with its words
-            text = comm.broadcast_object(str(failed), r.env.world, src=0)
+            text = comm.broadcast_object(
+                getattr(failed, "situation", str(failed)), r.env.world, src=0
+            )
             raise (DiskFullError if int(flag.item()) == 2 else OSError)(text)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from alexnet2012.config import Config, ConfigError
-from alexnet2012.files import DiskFullError
+from alexnet2012.files import DiskFullError, disk_full, is_disk_full
 from alexnet2012.parallel import comm, jobs, torchrun
 from alexnet2012.training.checkpoint import (
     check_space,
@@ -96,7 +96,7 @@ def claim(run: Run, resume: bool, replace: bool = False) -> None:
                 _check_fresh(run.dir, replace)
         except (RunFolderError, DiskFullError) as e:
             run.release()
-            problem = (isinstance(e, DiskFullError), str(e))
+            problem = (isinstance(e, DiskFullError), getattr(e, "situation", str(e)))
     problem = comm.broadcast_object(problem, run.env.world, src=0)
     if problem:
         raise (DiskFullError if problem[0] else RunFolderError)(problem[1])
@@ -124,17 +124,39 @@ def resolve_run_dir(cfg: Config, env) -> Path:
     """``run.dir``, or ``runs/<model>-<time>``, created by the main rank; every rank gets the
     same folder, or the same :class:`RunFolderError` when it cannot be created."""
     name = cfg.run.dir or f"runs/{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    problem = None
+    problem, full = None, False
     if env.is_main:
         try:
             Path(name).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             why = e.strerror or str(e)
             problem = f"run.dir {name}: cannot create the folder ({why}); choose another"
-    name, problem = comm.broadcast_object((name, problem), env.world, src=0)
+            full = is_disk_full(e)
+            problem = disk_full(Path(name)).situation if full else problem
+    name, problem, full = comm.broadcast_object((name, problem, full), env.world, src=0)
     if problem:
-        raise RunFolderError(problem)
+        raise (DiskFullError if full else RunFolderError)(problem)
     return Path(name)
+
+
+def out_of_space(e: DiskFullError, run_dir, env, claimed: bool) -> DiskFullError:
+    """``e`` with the advice that works from here. Before the run's first checkpoint the main
+    rank removes what this attempt wrote in ``run_dir`` (``claimed``: the folder was found free
+    for it), so the same command starts the run again, without --replace; after it, the run
+    continues with --resume."""
+    if env.is_main and claimed and run_dir and not checkpoints(run_dir):
+        for name in earlier_run(run_dir):
+            (Path(run_dir) / name).unlink(missing_ok=True)
+        remove_strays(run_dir)
+    if run_dir and checkpoints(run_dir):
+        then = f"continue it with: alexnet2012 train --resume {run_dir}"
+    elif claimed:
+        then = f"start the run again with the same command (this attempt's files in {run_dir} "
+        then += "were removed)"
+    else:
+        then = "start the run again with the same command"
+    return DiskFullError(f"{e.situation}; free some space or move the folder, then {then}",
+                         e.situation)  # fmt: skip
 
 
 def resume_advice(run_dir) -> str:

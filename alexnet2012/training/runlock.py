@@ -15,6 +15,8 @@ import socket
 import time
 from pathlib import Path
 
+from alexnet2012.files import disk_full, is_disk_full
+
 LOCK_FILE = "job.lock"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json")  # what a started run has written
 
@@ -45,11 +47,21 @@ class RunLock:
                 "stop it, or choose another run.dir"
             ) from None
         self._previous = os.pread(fd, 4096, 0) if existed else None
-        os.ftruncate(fd, 0)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.pwrite(
-            fd, f"host {socket.gethostname()}, pid {os.getpid()}, since {stamp}\n".encode(), 0
-        )
+        holder = f"host {socket.gethostname()}, pid {os.getpid()}, since {stamp}\n".encode()
+        try:
+            os.pwrite(fd, holder.ljust(len(self._previous or b"")), 0)  # no space freed first
+            os.ftruncate(fd, len(holder))
+        except OSError as e:  # a full disk: leave the folder as it was, say where
+            self._fd = fd
+            try:
+                self.release(restore=True)
+            except OSError:  # the old holder's line could not be put back: only a note lost
+                os.close(fd)
+                self._fd = None
+            if is_disk_full(e):
+                raise disk_full(self.path) from None
+            raise
         self._fd = fd
         return self
 
