@@ -4,25 +4,35 @@
 #
 #   bash launch/fidelity.sh fmnist 1 2 3                  # CPU-sized, Fashion-MNIST
 #   FIDELITY_VARIANTS="two_tower half no_lrn" bash launch/fidelity.sh fmnist 1 2   # quick mode
+#   bash launch/fidelity.sh fullsize 1 2                  # full size at 224, one GPU, ~11 min
+#   OVERRIDES="train.epochs=10" bash launch/fidelity.sh fullsize 1 2 3   # the longer form
 #   DATA_ROOT=/data/ilsvrc2012-256 bash launch/fidelity.sh imagenet 1   # paper scale, GPUs
 #
 # Variants are configs/fidelity/<scale>_<variant>.yaml. Two-tower variants run one tower per
 # process (torchrun, 2 ranks) when there are 2+ GPUs or no GPU (gloo on the CPU); with exactly
-# one GPU, and for the one-column half net, in one process (the same maths, ref §1). Runs go to
-# runs/fidelity/<scale>/<variant>-s<seed>; a finished run is skipped, an interrupted one resumed.
-# The report: runs/fidelity/<scale>/report/report.md. Default seeds: 1 2.
+# one GPU, for the one-column half net, and for fullsize without a GPU, in one process (the same
+# maths, ref §1). Runs go to runs/fidelity/<scale>/<variant>-s<seed> (OUT=... elsewhere); a
+# finished run is skipped, an interrupted one resumed. OVERRIDES (key=value words) go to every
+# new run. fullsize first prints the time the runs will take on one H200 at the images/s
+# measured there (python -m alexnet2012.report.estimate; --rate for another GPU) against its
+# 12-minute budget. The report: <out>/report/report.md. Default seeds: 1 2.
+# ALEXNET2012_NO_SETUP=1: use the python on PATH as it is (no .venv set-up).
 set -euo pipefail
-source "$(dirname "$0")/setup.sh" # cd to the repository root, .venv on PATH
+if [[ -n ${ALEXNET2012_NO_SETUP:-} ]]; then
+  cd "$(dirname "$0")/.."
+else
+  source "$(dirname "$0")/setup.sh" # cd to the repository root, .venv on PATH
+fi
 
 scale=${1:-fmnist}
 shift || true
 seeds=("$@")
 [[ ${#seeds[@]} -gt 0 ]] || seeds=(1 2)
 case $scale in
-  fmnist | imagenet) ;;
-  *) echo "usage: launch/fidelity.sh [fmnist|imagenet] [SEEDS...]" >&2; exit 2 ;;
+  fmnist | fullsize | imagenet) ;;
+  *) echo "usage: launch/fidelity.sh [fmnist|fullsize|imagenet] [SEEDS...]" >&2; exit 2 ;;
 esac
-extra=()
+read -r -a extra <<<"${OVERRIDES:-}"
 if [[ $scale == imagenet ]]; then
   if [[ -z ${DATA_ROOT:-} ]]; then
     echo "set DATA_ROOT to a store made by: alexnet2012 prepare /data/ILSVRC2012 DATA_ROOT" >&2
@@ -42,11 +52,23 @@ else
   done
 fi
 gpus=$(python -c "import torch; print(torch.cuda.device_count())")
-out=runs/fidelity/$scale
+out=${OUT:-runs/fidelity/$scale}
+for v in "${variants[@]}"; do
+  [[ -f configs/fidelity/${scale}_${v}.yaml ]] || { echo "no such variant: $v" >&2; exit 2; }
+done
+if [[ $scale == fullsize ]]; then
+  plan=()
+  for v in "${variants[@]}"; do
+    for s in "${seeds[@]}"; do
+      [[ -f $out/$v-s$s/summary.json ]] ||
+        plan+=("configs/fidelity/${scale}_$v.yaml run.dir=$out/$v-s$s seed=$s ${extra[*]}")
+    done
+  done
+  ((${#plan[@]} == 0)) || python -m alexnet2012.report.estimate --budget-min 12 "${plan[@]}"
+fi
 dirs=()
 for v in "${variants[@]}"; do
   cfg=configs/fidelity/${scale}_${v}.yaml
-  [[ -f $cfg ]] || { echo "no such variant: $cfg" >&2; exit 2; }
   for s in "${seeds[@]}"; do
     dir=$out/$v-s$s
     dirs+=("$dir")
@@ -60,7 +82,7 @@ for v in "${variants[@]}"; do
       args=(train --config "$cfg" "run.dir=$dir" "run.name=$v-s$s" "seed=$s"
         "wandb.job_type=$v" "${extra[@]}")
     fi
-    if [[ $v == half ]] || ((gpus == 1)); then
+    if [[ $v == half ]] || ((gpus == 1)) || [[ $scale == fullsize && $gpus == 0 ]]; then
       echo "== $dir: one process"
       python -m alexnet2012 "${args[@]}"
     else

@@ -4,12 +4,13 @@
     alexnet2012 compare runs/fidelity/fmnist/*-s* --paper --out runs/fidelity/fmnist/report
     alexnet2012 compare --wandb my-team/alexnet2012 --out runs/wandb-report
 
-Writes ``report.md`` (the tables), ``curves.png`` (training loss and validation top-1 error of
-every run against the step) and ``throughput.png`` (images/s, peak memory per rank) into
-``--out`` (default: ``report`` next to the first run folder) and prints the run table. Runs
-whose configs differ only in the seed form a group, reported as mean ± std over seeds. When W&B
-is on for the compared runs, the report is also a W&B run of job type ``report``
-(:mod:`.wandb_report`).
+Writes ``report.md`` (the tables: runs, seed groups, net against recipe for groups named
+``NET@RECIPE``, the paper's ablations with ``--paper``, time to 85% and 90% validation accuracy),
+``curves.png`` (training loss and validation top-1 error of every run against the images seen)
+and ``throughput.png`` (images/s, peak memory per rank) into ``--out`` (default: ``report`` next
+to the first run folder) and prints the run table. Runs whose configs differ only in the seed
+form a group, reported as mean ± std over seeds. When W&B is on for the compared runs, the
+report is also a W&B run of job type ``report`` (:mod:`.wandb_report`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import math
 from pathlib import Path
 
 from alexnet2012.report import plots
+from alexnet2012.report.grid import grid_section
 from alexnet2012.report.paper import paper_section
+from alexnet2012.report.reach import reach_section
 from alexnet2012.report.runs import Group, Run, RunError, group_runs, load_runs
 from alexnet2012.report.stats import NOISE_RULE, pm, verdict
 from alexnet2012.report.wandb_report import log_report
@@ -133,8 +136,11 @@ def build_report(runs: list[Run], out: str | Path, paper: bool = False) -> dict:
     table = run_table(runs)
     text = ["# Run comparison", "", f"{len(runs)} runs in {len(groups)} groups.", "", *table]
     text += ["", *group_section(groups, _has_ten_view(runs))]
+    grid = grid_section(groups)  # groups named NET@RECIPE
+    text += ["", *grid] if grid else []
     if paper:
         text += ["", paper_section(groups)]
+    text += ["", *reach_section(runs, groups)]
     text += ["", "![curves](curves.png)", "", "![throughput](throughput.png)", ""]
     (out / "report.md").write_text("\n".join(text))
     figs = {

@@ -254,7 +254,7 @@ def test_converted_run_folder_evaluates(tmp_path, capsys):
 def test_fidelity_configs_each_change_one_ablation_key():
     """Each variant differs from its scale's two_tower in one key that --paper recognises."""
     keys = {c.key for c in CLAIMS}
-    for scale, count in (("fmnist", 7), ("imagenet", 8)):
+    for scale, count in (("fmnist", 7), ("fullsize", 4), ("imagenet", 8)):
         ref = flatten(to_dict(load_config(f"configs/fidelity/{scale}_two_tower.yaml")))
         variants = [p for p in sorted(Path("configs/fidelity").glob(f"{scale}_*.yaml"))
                     if not p.stem.endswith(("_base", "_two_tower"))]  # fmt: skip
