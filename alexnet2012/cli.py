@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 from alexnet2012.files import DiskFullError
 
@@ -50,6 +49,7 @@ Kaggle's CLS-LOC download, or ImageFolder trees, and says which it found.
 
     alexnet2012 prepare /data/ilsvrc2012-download /data/ilsvrc2012-256 --workers 16
     alexnet2012 prepare /data/imagenet /data/ilsvrc2012-256 --on-bad stop
+    alexnet2012 prepare /data/ilsvrc2012-download /data/ilsvrc2012-jpeg --format jpeg  # ~31 GB
 """
 SUMMARY_HELP = """Per-layer output shapes, parameters and multiply-adds of the configured network,
 per tower and in total; with --init, its health at initialisation on a real batch.
@@ -69,15 +69,11 @@ def _config(args):
             raise ConfigError("--from starts from the checkpoint's config: no --config, --resume")
         return variant_config(args.start_from, args.overrides)
     if getattr(args, "resume", None):
-        from alexnet2012.training.contract import check_run_dir
+        from alexnet2012.training.contract import resume_config
 
-        saved = Path(args.resume) / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(f"--resume {args.resume}: no config.yaml there; is it a run folder?")
         if args.config:
             raise ConfigError("give either --config or --resume, not both")
-        check_run_dir(args.resume, args.overrides)
-        return load_config(saved, [*args.overrides, f"run.dir={args.resume}"])
+        return resume_config(args.resume, args.overrides)
     return load_config(args.config, args.overrides)
 
 
@@ -133,9 +129,8 @@ def cmd_summary(args) -> int:
 def cmd_prepare(args) -> int:
     from alexnet2012.data.prepare import prepare_main
 
-    summary = prepare_main(
-        args.src, args.dst, size=args.size, on_bad=args.on_bad, workers=args.workers
-    )
+    opts = dict(size=args.size, on_bad=args.on_bad, workers=args.workers, quality=args.quality)
+    summary = prepare_main(args.src, args.dst, images=args.format, **opts)
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
@@ -225,6 +220,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         metavar="N",
         help="decoding processes (default: the cores available; 0 or 1: in this process)",
     )
+    jpeg = "raw: uint8 arrays (196 KB an image); jpeg: the same squares as JPEGs (~24 KB)"
+    r.add_argument("--format", choices=("raw", "jpeg"), default="raw", help=jpeg)
+    r.add_argument("--quality", type=_at_least(1), default=90, help="JPEG quality (--format jpeg)")
     r.set_defaults(fn=cmd_prepare)
 
     for name, module, text in PLUGINS:

@@ -54,9 +54,13 @@ def _coerce(key: str, value, hint):
 
 
 def _apply(obj, data: dict, prefix: str = "") -> None:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(obj)}
+    if not isinstance(data, dict):
+        key = prefix.rstrip(".") or "config"
+        raise ConfigError(
+            f"{key}: expected a mapping of its keys ({', '.join(fields)}), got {data!r}; "
+            f"write them indented under it, or give them as {prefix}{next(iter(fields))}=..."
+        )
     hints = _hints(type(obj))
     for key, value in data.items():
         full = f"{prefix}{key}"
@@ -159,22 +163,25 @@ def load_config(
     if base is not None:
         _apply(cfg, base)
     if path:
-        for layer in _yaml_chain(Path(path)):
-            _apply(cfg, layer)
+        for source, layer in _yaml_chain(Path(path)):
+            try:
+                _apply(cfg, layer)
+            except ConfigError as e:
+                raise ConfigError(f"config file {source}: {e}") from None
     for text in overrides:
         _apply(cfg, parse_override(text))
     validate(cfg)
     return cfg
 
 
-def _yaml_chain(path: Path, seen: tuple = ()) -> list[dict]:
-    """The file and the files it ``extends`` (relative to it), base first."""
+def _yaml_chain(path: Path, seen: tuple = ()) -> list[tuple[Path, dict]]:
+    """The file and the files it ``extends`` (relative to it), base first, each with its path."""
     if path.resolve() in seen:
         raise ConfigError(f"config file {path} extends itself")
     raw = load_yaml(path, keep_extends=True)
     base = raw.pop("extends", None)
     chain = _yaml_chain(path.parent / str(base), (*seen, path.resolve())) if base else []
-    return [*chain, raw]
+    return [*chain, (path, raw)]
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -120,7 +120,7 @@ def _cached_or_download(cache: Path) -> dict[str, Path] | None:
 def _root_problem(folder: Path) -> str:
     """What is wrong with a ``data.root`` that :func:`find_files` did not accept."""
     if not folder.is_dir():
-        return "no such folder"
+        return "is a file, not a folder" if folder.exists() else "no such folder"
     missing = [n for n in FILES.values() if not any(p.is_file() for p in folder.glob(f"{n}*"))]
     if len(missing) == len(FILES):
         return "holds none of the four Fashion-MNIST IDX files"

@@ -115,3 +115,26 @@ def variant_config(ckpt: str, overrides: list[str]):
             f"run.dir=NEW (or continue that run there with --resume {source})"
         )
     return cfg
+
+
+def resume_config(run_dir: str, overrides: list[str]):
+    """The config of ``--resume run_dir``: its config.yaml, then ``overrides``, in its folder.
+    A damaged config.yaml is named, with the way on from the checkpoints' own copy."""
+    from alexnet2012.config import load_config
+    from alexnet2012.training import checkpoint
+
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run folder?")
+    check_run_dir(run_dir, overrides)
+    try:
+        return load_config(saved, [*overrides, f"run.dir={run_dir}"])
+    except ConfigError as e:
+        found = checkpoint.checkpoints(run_dir)
+        if not str(e).startswith(f"config file {saved}") or not found:
+            raise
+        raise ConfigError(
+            f"{e}. That is the run's own config: restore it from a copy, or start a new run "
+            f"from the newest checkpoint, which keeps the config too: alexnet2012 train --from "
+            f"{found[0]} run.dir={run_dir}-new"
+        ) from None
