@@ -5,7 +5,9 @@ in place, their extracted layout, Kaggle's CLS-LOC, ImageFolder trees); the layo
 returned in the summary. Every image is decoded once by :mod:`alexnet2012.data.decode` in
 ``workers`` processes: RGB, shorter side to 256, centre 256x256 crop (ref §3), written as uint8
 into ``DST/{train,val}_images.npy`` with the per-pixel mean image and the RGB pixel PCA of the
-training set. A progress bar shows images/s and the time left.
+training set. A progress bar shows images/s and the time left. With ``images="jpeg"``
+(``--format jpeg``) the squares are stored as JPEGs instead (:mod:`.jpegstore`), and the mean
+and PCA are those of the decoded pixels.
 
 Work is committed in chunks; ``progress.json`` (written atomically) records the chunks done, so
 rerunning the same command after an interruption (Ctrl-C, a kill, a full disk) continues where
@@ -27,6 +29,8 @@ from tqdm import tqdm
 
 from alexnet2012.data.decode import jpeg_decoder, load_image
 from alexnet2012.data.errors import DataError
+from alexnet2012.data.jpegstore import QUALITY, load_jpeg
+from alexnet2012.data.jpegwriter import JpegStoreWriter
 from alexnet2012.data.layouts import detect
 from alexnet2012.data.store import FORMAT, META, PROGRESS, SPLITS
 from alexnet2012.data.workers import Decoders
@@ -45,8 +49,10 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _fingerprint(items: dict, size: int) -> str:
+def _fingerprint(items: dict, size: int, images: str = "raw") -> str:
     h = hashlib.sha256(f"{FORMAT} {size}\n".encode())
+    if images != "raw":  # a raw store's fingerprint is as before the JPEG store existed
+        h.update(f"images {images}\n".encode())
     for split in SPLITS:
         for f, label, *_ in items[split]:
             h.update(f"{split}\t{label}\t{f}\n".encode())
@@ -73,6 +79,7 @@ def _summary(dst: Path, meta: dict, resumed: bool, already: bool) -> dict:
         "split": meta["split"],
         "resumed": resumed,
         "already_done": already,
+        **({"jpeg": meta["jpeg"]} if "jpeg" in meta else {}),  # bytes per image, pixel error
     }
 
 
@@ -92,14 +99,21 @@ def prepare_main(
     workers: int | None = None,
     chunk: int = 1024,
     on_commit=None,
+    images: str = "raw",
+    quality: int = QUALITY,
 ) -> dict:
     """Build (or finish) the store in ``dst`` from ``src``; a summary dict.
 
     ``src``: see :mod:`alexnet2012.data.layouts`. ``on_bad``: ``skip`` reports bad files and
     goes on, ``stop`` raises :class:`DataError` naming the file. ``workers``: decoding
     processes (default: the cores available; 0 or 1 = in this process). ``chunk``: images per
-    committed unit of work. ``on_commit(split, done)``: called after each commit.
+    committed unit of work. ``on_commit(split, done)``: called after each commit. ``images``:
+    ``raw`` (uint8 arrays) or ``jpeg`` (:mod:`.jpegstore`, at ``quality``).
     """
+    if images not in ("raw", "jpeg"):
+        raise ValueError(f"images must be 'raw' or 'jpeg', got {images!r}")
+    if images == "jpeg" and not 1 <= quality <= 100:
+        raise DataError(f"JPEG quality {quality} is not within 1..100; give --quality 1..100")
     if on_bad not in ("skip", "stop"):
         raise ValueError(f"on_bad must be 'skip' or 'stop', got {on_bad!r}")
     src_p, dst_p = Path(src).expanduser(), Path(dst).expanduser()
@@ -110,7 +124,8 @@ def prepare_main(
     # forked before the listing exists, so the workers never hold (or copy) it
     decoders = Decoders(workers, 2 * _chunk(dst_p, chunk), size)  # two chunks in flight
     try:
-        return _prepare(src_p, dst_p, size, on_bad, chunk, decoders, on_commit)
+        form = (images, quality)
+        return _prepare(src_p, dst_p, size, on_bad, chunk, decoders, on_commit, form)
     except OSError as e:
         if e.errno not in DISK_FULL:
             raise
@@ -122,22 +137,28 @@ def prepare_main(
         decoders.close()
 
 
-def _prepare(src: Path, dst: Path, size: int, on_bad: str, chunk: int, decoders, on_commit):
+def _prepare(src: Path, dst: Path, size, on_bad, chunk, decoders, on_commit, form):
     listing = detect(src)
     if not listing.items["train"]:
         raise DataError(f"{src}: no training files found")
-    fingerprint = _fingerprint(listing.items, size)
+    images, quality = form
+    fingerprint = _fingerprint(
+        listing.items, size, images if images == "raw" else f"jpeg {quality}"
+    )
     dst.mkdir(parents=True, exist_ok=True)
     if (dst / META).is_file():
         meta = read_state(dst / META)
         if meta.get("fingerprint") != fingerprint:
             raise DataError(
-                f"{dst} already holds a store made from other files or another "
-                "size; choose a new DST or delete this one"
+                f"{dst} already holds a store made from other files, another size or another "
+                "--format or --quality; choose a new DST or delete this one"
             )
         log.info("%s is already prepared", dst)
         return _summary(dst, meta, resumed=False, already=True)
-    writer = StoreWriter(dst, listing.items, size, chunk, fingerprint)
+    if images == "jpeg":
+        writer = JpegStoreWriter(dst, listing.items, size, chunk, fingerprint, quality)
+    else:
+        writer = StoreWriter(dst, listing.items, size, chunk, fingerprint)
     try:
         for split in SPLITS:
             _run_split(writer, split, src, decoders, on_bad, on_commit)
@@ -164,7 +185,10 @@ def _run_split(writer, split: str, src: Path, decoders, on_bad: str, on_commit) 
         return
     _check_space(writer, split)
     files, chunk = writer.items[split], writer.chunk
-    load = functools.partial(load_image, size=writer.size)
+    if isinstance(writer, JpegStoreWriter):
+        load = functools.partial(load_jpeg, size=writer.size, quality=writer.quality)
+    else:
+        load = functools.partial(load_image, size=writer.size)
 
     def submit(k: int):  # chunk k decodes into slot half k % 2, while chunk k - 1 commits
         lo, hi = todo[k]
@@ -178,13 +202,13 @@ def _run_split(writer, split: str, src: Path, decoders, on_bad: str, on_commit) 
         for k, (lo, hi) in enumerate(todo):
             results, pending = pending, submit(k + 1) if k + 1 < len(todo) else None
             kept, moments, bad, odd = [], [], [], {}
-            for j, (ok, note, m) in enumerate(results):
+            for j, (ok, note, m, *extra) in enumerate(results):
                 bar.update()
                 name, label, _ = files[lo + j]
                 if not ok:
                     bad.append(_bad(src, split, name, note, on_bad))
                     continue
-                kept.append((decoders.slots[(k % 2) * chunk + j], label))
+                kept.append((decoders.slots[(k % 2) * chunk + j], label, *extra))
                 moments.append(m)
                 for tag in note:
                     odd[tag] = odd.get(tag, 0) + 1

@@ -11,7 +11,9 @@ Layout of DST (all images RGB uint8, shorter side resized to ``size`` and centre
   ascending std-devs sqrt(lambda), eigenvectors as columns: ref §3). Stores written before
   ``class_names`` existed still load (the names are then the classes).
 
-``meta.json`` is written last, so its presence means the store is complete.
+``meta.json`` is written last, so its presence means the store is complete. A JPEG store
+(``prepare --format jpeg``, ``"images": "jpeg"`` in ``meta.json``) keeps the images as JPEGs
+instead of ``{split}_images.npy``: see :mod:`alexnet2012.data.jpegstore`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet2012.data.errors import DataError
+from alexnet2012.data.jpegstore import JpegImages
 from alexnet2012.files import write_atomic
 
 FORMAT = 1
@@ -102,6 +105,9 @@ class Store:
                 f"{meta}: store format {self.meta.get('format')} is not {FORMAT}; "
                 "rerun `alexnet2012 prepare SRC DST` into a new DST"
             )
+        self.kind: str = self.meta.get("images", "raw")  # raw arrays, or jpeg
+        if self.kind not in ("raw", "jpeg"):
+            raise DataError(f"{meta}: images {self.kind!r} is not raw or jpeg; rerun prepare")
         self.size: int = self.meta["size"]
         self.classes: list[str] = self.meta["classes"]
         self.class_names: list[str] = self.meta.get("class_names") or list(self.classes)
@@ -125,8 +131,10 @@ class Store:
     def count(self, split: str) -> int:
         return self.meta["splits"][split]["count"]
 
-    def images(self, split: str) -> np.ndarray:
-        """(N, size, size, 3) uint8, memory-mapped."""
+    def images(self, split: str) -> np.ndarray | JpegImages:
+        """(N, size, size, 3) uint8, memory-mapped; a JPEG store's decode when indexed."""
+        if self.kind == "jpeg":
+            return JpegImages(self.root, split, self.count(split), self.size)
         return self._load(f"{split}_images.npy", (self.count(split), self.size, self.size, 3), True)
 
     def labels(self, split: str) -> np.ndarray:

@@ -2,9 +2,10 @@
 
 Decoded images never travel through pickles: before the pool forks, the parent maps an
 anonymous shared buffer of ``slots`` images; a worker decodes an image straight into the slot
-the parent named and returns only ``(ok, tags, moments)``: whether the file was good, its oddity
-tags (or why it is bad) and its exact RGB second moments (the parent's share of the PCA is
-then a sum of 3x3 matrices). With ``workers`` <= 1 the same code runs in this process.
+the parent named and returns only ``(ok, tags, moments, *extra)``: whether the file was good,
+its oddity tags (or why it is bad), its exact RGB second moments (the parent's share of the PCA
+is then a sum of 3x3 matrices) and, for a JPEG store, its bytes and pixel error. With
+``workers`` <= 1 the same code runs in this process.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ _slots: np.ndarray | None = None  # (slots, size, size, 3) uint8, shared with th
 
 def _decode(task) -> tuple:
     load, loc, slot = task
-    image, note = load(loc)
+    image, note, *extra = load(loc)  # extra: what a JPEG store keeps (:mod:`.jpegstore`)
     if image is None:
         return False, note, None
     _slots[slot] = image
-    return True, note, second_moments(image)
+    return True, note, second_moments(image), *extra
 
 
 def _init() -> None:

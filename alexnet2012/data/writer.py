@@ -120,6 +120,15 @@ def _added(counts: dict, more: dict) -> dict:
     return dict(sorted(out.items()))
 
 
+def _save_stats(dst: Path, state: dict, total: np.ndarray, outer: np.ndarray) -> None:
+    """The running training sums, to a new ``stats-<n>.npz`` that ``state`` then names."""
+    state["seq"] += 1
+    state["stats"] = f"stats-{state['seq']}.npz"
+    buf = io.BytesIO()
+    np.savez(buf, sum=total, outer=outer)
+    write_atomic(dst / state["stats"], buf.getvalue())
+
+
 def _split_meta(dst: Path, split: str, s: dict, items: list, classes: int) -> dict:
     labels = np.load(dst / f"{split}_labels.npy", allow_pickle=False)
     return {
@@ -135,8 +144,8 @@ def _resumed_state(dst: Path, fingerprint: str) -> dict:
     state = read_state(dst / PROGRESS)
     if state.get("fingerprint") != fingerprint:
         raise DataError(
-            f"{dst} holds an unfinished store made from other files or another size; "
-            "rerun with the original SRC and size, or delete DST to start afresh"
+            f"{dst} holds an unfinished store made from other files, another size or another "
+            "--format/--quality; rerun with the original ones, or delete DST to start afresh"
         )
     done = {s: v["done"] for s, v in state["splits"].items()}
     log.info("resuming the store in %s (files done: %s)", dst, done)
@@ -172,6 +181,8 @@ class StoreWriter:
             with np.load(dst / self.state["stats"], allow_pickle=False) as f:
                 self.sum, self.outer = f["sum"], f["outer"]
         self._files: dict[str, tuple] = {}
+        # the .npy arrays of a split, cut to the rows kept when it finishes: dtype, row shape
+        self.rows = {"images": (np.uint8, (size, size, 3)), "labels": (np.int64, ())}
 
     def chunks_left(self, split: str) -> list[tuple[int, int]]:
         s, n = self.state["splits"][split], len(self.items[split])
@@ -201,12 +212,9 @@ class StoreWriter:
         """
         s = self.state["splits"][split]
         k0, n = s["kept"], len(kept)
-        images = [im for im, _ in kept]  # each (size, size, 3) uint8
+        images = [im for im, *_ in kept]  # each (size, size, 3) uint8
         if n:
-            labels = np.array([label for _, label in kept], np.int64)
-            (fi, oi), (fl, ol) = self._open(split)
-            _pwrite(fi, images, oi + k0 * images[0].nbytes)
-            _pwrite(fl, [labels], ol + k0 * labels.itemsize)
+            self._write_rows(split, s, kept)
         if n and split == "train":
             self.sum += _image_sum(images)
             for m in moments if moments is not None else map(second_moments, images):
@@ -215,20 +223,28 @@ class StoreWriter:
         s["odd"] = _added(s.get("odd", {}), odd or {})
         old = self.state["stats"]
         if n and split == "train":
-            self.state["seq"] += 1
-            self.state["stats"] = f"stats-{self.state['seq']}.npz"
-            buf = io.BytesIO()
-            np.savez(buf, sum=self.sum, outer=self.outer)
-            write_atomic(self.dst / self.state["stats"], buf.getvalue())
+            _save_stats(self.dst, self.state, self.sum, self.outer)
         write_json(self.dst / PROGRESS, self.state)  # the commit point
         if old and old != self.state["stats"]:
             (self.dst / old).unlink(missing_ok=True)
+
+    def _write_rows(self, split: str, s: dict, kept: list) -> None:
+        """The images and labels of ``kept`` after the ``s["kept"]`` rows already written."""
+        k0, images = s["kept"], [im for im, *_ in kept]
+        labels = np.array([label for _, label, *_ in kept], np.int64)
+        (fi, oi), (fl, ol) = self._open(split)
+        _pwrite(fi, images, oi + k0 * images[0].nbytes)
+        _pwrite(fl, [labels], ol + k0 * labels.itemsize)
 
     def close(self) -> None:
         for files in self._files.values():
             for f, _ in files:
                 f.close()
         self._files.clear()
+
+    def meta_extra(self) -> dict:
+        """Keys a store format adds to ``meta.json``."""
+        return {}
 
     def finish_split(self, split: str) -> None:
         """Cut the split's arrays to the images kept (bad files leave no rows)."""
@@ -237,8 +253,7 @@ class StoreWriter:
             return
         for f, _ in self._files.pop(split, ()):
             f.close()
-        rows = {"images": (np.uint8, (self.size, self.size, 3)), "labels": (np.int64, ())}
-        for kind, (dtype, row) in rows.items():
+        for kind, (dtype, row) in self.rows.items():
             path = self.dst / f"{split}_{kind}.npy"
             if self.items[split]:
                 shrink_npy(path, s["kept"])
@@ -262,19 +277,11 @@ class StoreWriter:
             s: _split_meta(self.dst, s, self.state["splits"][s], self.items[s], len(classes))
             for s in SPLITS
         }
-        meta = {
-            "format": FORMAT,
-            "fingerprint": self.state["fingerprint"],
-            "size": self.size,
-            "source": src,
-            "split": how,
-            "layout": layout,
-            "classes": classes,
-            "class_names": list(names or classes),
-            "splits": splits,
-            "rgb_mean": (self.sum.sum((0, 1)) / pixels).tolist(),
-            "pca": {"stdevs": stdevs, "eigvecs": vecs},
-        }
+        meta = {"format": FORMAT, "fingerprint": self.state["fingerprint"], "size": self.size,
+                "source": src, "split": how, "layout": layout, "classes": classes,
+                "class_names": list(names or classes), "splits": splits,
+                "rgb_mean": (self.sum.sum((0, 1)) / pixels).tolist(),
+                "pca": {"stdevs": stdevs, "eigvecs": vecs}, **self.meta_extra()}  # fmt: skip
         write_json(self.dst / META, meta)
         for name in [PROGRESS, *(p.name for p in self.dst.glob("stats-*.npz"))]:
             (self.dst / name).unlink(missing_ok=True)
