@@ -22,3 +22,11 @@ def test_help_keeps_examples_on_their_own_lines(command, capsys):
     assert examples, out
     for line in examples:  # an example line holds one command, not a folded paragraph
         assert len(re.findall(r"(?<![\w/.-])alexnet2012 [a-z]", line)) == 1, line
+
+
+def test_train_help_shows_what_a_resume_may_change_and_the_variant_form(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "alexnet2012 train --from runs/dbg/checkpoints/ckpt-00000040.pt run.dir=" in out
+    assert "--from CKPT" in out and "refuses anything else" in out
