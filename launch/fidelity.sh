@@ -14,8 +14,8 @@
 # maths, ref §1). Runs go to runs/fidelity/<scale>/<variant>-s<seed> (OUT=... elsewhere); a
 # finished run is skipped, an interrupted one resumed. OVERRIDES (key=value words) go to every
 # new run. fullsize first prints the time the runs will take on one H200 at the images/s
-# measured there (python -m alexnet2012.report.estimate; --rate for another GPU) against its
-# 12-minute budget. The report: <out>/report/report.md. Default seeds: 1 2.
+# measured there (python -m alexnet2012.report.estimate; RATES="alexnet2012=IMG_S" for another
+# GPU or a newer measurement) against its 12-minute budget. The report: <out>/report/report.md. Default seeds: 1 2.
 # ALEXNET2012_NO_SETUP=1: use the python on PATH as it is (no .venv set-up).
 set -euo pipefail
 if [[ -n ${ALEXNET2012_NO_SETUP:-} ]]; then
@@ -64,7 +64,10 @@ if [[ $scale == fullsize ]]; then
         plan+=("configs/fidelity/${scale}_$v.yaml run.dir=$out/$v-s$s seed=$s ${extra[*]}")
     done
   done
-  ((${#plan[@]} == 0)) || python -m alexnet2012.report.estimate --budget-min 12 "${plan[@]}"
+  rates=()
+  for r in ${RATES:-}; do rates+=(--rate "$r"); done
+  ((${#plan[@]} == 0)) || python -m alexnet2012.report.estimate --budget-min 12 "${rates[@]}" \
+    "${plan[@]}"
 fi
 dirs=()
 for v in "${variants[@]}"; do

@@ -57,7 +57,9 @@ class Measured:
 
 # One H200, 2026-12-04, torch 2.11.0+cu130, Fashion-MNIST at 224, batch 128, 10 epochs (3,900
 # steps, 499,200 images), each run's summary.json (images_per_s, wall_s) and the whole process's
-# time in the log (../shared/measurements/gpu-2026-12-04: README.md, log-1.txt, log-2.txt).
+# time in the log (kept with the project's measurements: README.md, log-1.txt, log-2.txt;
+# BENCHMARKS.md "The first run on a GPU"). The project at 796364c, before the response norms were
+# fused: a later, faster two-tower step makes these figures an upper bound (--rate updates them).
 MACHINE = "one NVIDIA H200 (measured 2026-12-04, torch 2.11, Fashion-MNIST at 224, batch 128)"
 MEASURED = {
     # configs/fashion_mnist_2012.yaml, two towers emulated in one process: 5,394 img/s, 111.9 s
