@@ -48,6 +48,11 @@ NETS = [("debug", (16, 32, 48, 48, 32, 64, 64), 95, 16), ("full", None, 224, 4)]
 DEVICE = "cuda"
 TOL = {"fp32": (1e-3, 1e-3), "bf16": (5e-2, 0.5)}  # (logits, gradients): the docstring
 STEP_TOL = {"fp32": 1e-3, "bf16": 5e-2}  # compiled against eager losses
+# the fused norms' check: (name, input shape, axis (0: across maps, 1: same map), groups, scale, k)
+FUSED_CASES = [("LRN1", (8, 96, 55, 55), 0, 2, 1e-4, 2.0),
+               ("LRN2", (8, 256, 27, 27), 0, 2, 1e-4, 2.0),
+               ("Caffe LRN", (8, 96, 55, 55), 0, 1, 1e-4, 1.0),
+               ("same-map", (8, 256, 27, 27), 1, 1, 1e-3, 1.0)]  # fmt: skip
 
 
 def _net(widths, size) -> AlexNet2012:
@@ -148,13 +153,9 @@ def _fused() -> list[str]:
     as tests/nets/test_fused_norms.py (1e-5 fp32, 1e-2 bf16 in and out)."""
     from alexnet2012.nets import norms
 
-    cases = [("LRN1", (8, 96, 55, 55), norms.CHANNEL, 2, 1e-4, 2.0),
-             ("LRN2", (8, 256, 27, 27), norms.CHANNEL, 2, 1e-4, 2.0),
-             ("Caffe LRN", (8, 96, 55, 55), norms.CHANNEL, 1, 1e-4, 1.0),
-             ("same-map", (8, 256, 27, 27), norms.SPATIAL, 1, 1e-3, 1.0)]  # fmt: skip
     lines, bad = [], []
     g = torch.Generator().manual_seed(0)
-    for name, shape, axis, groups, scale, k in cases:
+    for name, shape, axis, groups, scale, k in FUSED_CASES:
         x, grad = torch.randn(shape, generator=g) * 80, torch.randn(shape, generator=g)
         args = (axis, groups, 5, scale, 0.75, k)
         ref = x.double().requires_grad_()
