@@ -1,6 +1,7 @@
 """Messages about a file name the file and say what to do (issue 25, point 6): a YAML section
 that is not a mapping, a truncated config.yaml on resume, data.root at a file, an empty
-checksum file beside a good checkpoint. Each runs the command line in this process."""
+checksum file beside a good checkpoint, a store at a file or with binary metadata. Most run
+the command line in this process."""
 
 import shutil
 from pathlib import Path
@@ -76,3 +77,20 @@ def test_an_empty_checksum_file_is_not_called_corruption(saved, tmp_path, caplog
     assert "corrupt" not in text and f"sha256sum {newest.name} > {sidecar.name}" in text
     _, path = checkpoint.load_latest(run_dir)  # a resume falls back to the previous one
     assert path == checkpoint.checkpoints(run_dir)[1] and "is empty" in caplog.text
+
+
+def test_a_store_at_a_file_or_with_binary_metadata_is_named(tmp_path):
+    from alexnet2012.data.errors import DataError
+    from alexnet2012.data.store import Store
+
+    afile = tmp_path / "store.npy"
+    afile.write_bytes(b"\x93NUMPY")
+    with pytest.raises(DataError, match=f"data.root {afile}: is a file, not a folder; set"):
+        Store(afile)
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "meta.json").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe binary")
+    with pytest.raises(DataError) as e:
+        Store(store)
+    assert f"{store / 'meta.json'}: not valid JSON" in str(e.value)
+    assert "rerun `alexnet2012 prepare SRC DST` into a new DST" in str(e.value)

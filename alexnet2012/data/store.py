@@ -75,8 +75,9 @@ class Store:
         self.root = Path(root).expanduser()
         meta = self.root / META
         if not self.root.is_dir():
+            what = "is a file, not a folder" if self.root.exists() else "no such folder"
             raise DataError(
-                f"data.root {self.root}: no such folder; set data.root to the folder that "
+                f"data.root {self.root}: {what}; set data.root to the folder that "
                 "`alexnet2012 prepare SRC DST` wrote (DST)"
             )
         if not meta.is_file():
@@ -92,8 +93,10 @@ class Store:
             )
         try:
             self.meta = json.loads(meta.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{meta}: not valid JSON ({e}); rerun prepare into a new DST") from None
+        except ValueError as e:  # not JSON, or not even text (UnicodeDecodeError)
+            raise DataError(
+                f"{meta}: not valid JSON ({e}); rerun `alexnet2012 prepare SRC DST` into a new DST"
+            ) from None
         keys = ("format", "size", "classes", "pca")
         if not isinstance(self.meta, dict) or not all(k in self.meta for k in keys):
             raise DataError(

@@ -10,8 +10,10 @@ is then a sum of 3x3 matrices) and, for a JPEG store, its bytes and pixel error.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import multiprocessing
+import os
 import signal
 
 import numpy as np
@@ -20,6 +22,7 @@ import torch
 from alexnet2012.data.writer import second_moments
 
 _slots: np.ndarray | None = None  # (slots, size, size, 3) uint8, shared with the forked pool
+_parent = 0  # the process that forked the pool
 
 
 def _decode(task) -> tuple:
@@ -33,14 +36,31 @@ def _decode(task) -> tuple:
 
 def _init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the pool
+    # a parent killed mid-run: a worker's result meets a closed pipe; it ends there, quietly,
+    # not with a BrokenPipeError traceback per worker
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _end_with_parent()
     torch.set_num_threads(1)  # one image per process; the pool is the parallelism
+
+
+def _end_with_parent() -> None:
+    """On Linux, have the kernel end this worker (SIGTERM, no traceback) when the parent dies,
+    so no orphan decodes on; elsewhere the closed pipe ends it at its next result."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != _parent:  # the parent died before the call: end now
+        os._exit(0)
 
 
 class Decoders:
     """``workers`` forked processes (or this one) decoding into ``slots`` shared images."""
 
     def __init__(self, workers: int, slots: int, size: int):
-        global _slots
+        global _slots, _parent
+        _parent = os.getpid()
         shared = mmap.mmap(-1, slots * size * size * 3)  # MAP_SHARED: seen by forked children
         _slots = np.frombuffer(shared, np.uint8).reshape(slots, size, size, 3)
         self.slots = _slots
