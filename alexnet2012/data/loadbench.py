@@ -2,12 +2,14 @@
 
     python -m alexnet2012.data.loadbench --store runs/loaderbench/store --batches 40
     python -m alexnet2012.data.loadbench --store /tmp/store --make 2000   # make one first
+    python -m alexnet2012.data.loadbench --store /tmp/jstore --make 2000 --format jpeg
 
 Times, on one thread (torch too), in images per CPU-second (the per-core rate, which holds on a
 busy machine), the parts of a training batch at ``--size`` (224) from the store's 256x256
 images, batch ``--batch`` with the [C12] crop draws (one per 32 images):
 
-- ``crop_flip_uint8``: random crops and flips cut from the memory map into a uint8 buffer;
+- ``crop_flip_uint8``: random crops and flips cut from the memory map into a uint8 buffer (a
+  JPEG store: decoded, then cut; ``decode_uint8``: the decode alone);
 - ``host_part_crop_on_host``: what the CPU does per batch when the device does the float
   arithmetic (``data.crop_on=host``): draws, crops, labels, into reused buffers as on a GPU;
 - ``host_part_crop_on_device``: the same for ``data.crop_on=device``: the whole 256x256 images
@@ -22,7 +24,9 @@ Then the wall-clock images/s of the loader threads alone (``data.workers`` 1, 2,
 cores needed for 2,000 and 11,000 images/s at the measured per-core rates. The store is read
 once before timing, so the figures are for a store in the page cache. ``--make N``: when the
 store does not exist, first make N JPEGs of ILSVRC-2012's sizes (as ``prepbench`` does) and
-prepare them into it.
+prepare them into it (``--format``: a raw or a JPEG store). On a CUDA machine, also the
+training images/s delivered to the GPU with each number of loader threads (a JPEG store decoded
+there in batches): :func:`.jpegbench.delivered`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from pathlib import Path
 import torch
 
 from alexnet2012.config import Config
+from alexnet2012.data.jpegbench import delivered
 from alexnet2012.data.loader import STREAM_AUGMENT, ahead, generator
 from alexnet2012.data.sources import FolderData
 from alexnet2012.data.transforms import C12_CROP_CHUNK, crop_draws, crop_into
@@ -50,6 +55,7 @@ def folder(store: str, size: int, crop_on: str, workers: int = 0) -> FolderData:
     cfg.data.name, cfg.data.root, cfg.data.crop_on, cfg.data.workers = (
         "imagefolder", store, crop_on, workers
     )  # fmt: skip
+    cfg.data.decode_on = "host"  # the host's share: a JPEG store decodes on the loader threads
     cfg.model.preset = "original"  # [C12]: one crop draw per 32 images
     return FolderData(cfg, size, torch.device("cpu"))
 
@@ -106,11 +112,13 @@ def time_parts(store: str, size: int, batch: int, batches: int) -> dict:
     idx = batch_indices(host, batch, batches)
     images, rows = host.mapped, [host.index["train"][i.numpy()] for i in idx]
     for r in rows:  # page the store in: the figures are for a cached store
-        host.images["train"][r].sum()
+        page_in(host, r)
     s0 = host.store_size
     out = torch.empty((batch, size, size, 3), dtype=torch.uint8)
 
     def crop_only(i):
+        if images is None:  # a JPEG store: decode and cut, as the loader threads do
+            return crops(i)
         r = host.index["train"][i.numpy()]
         top, left, mirror = crop_draws(len(r), s0, s0, size, generator(STREAM_AUGMENT, len(r)),
                                        C12_CROP_CHUNK)  # fmt: skip
@@ -134,8 +142,13 @@ def time_parts(store: str, size: int, batch: int, batches: int) -> dict:
 
     fresh = {"host": folder(store, size, "host"), "device": folder(store, size, "device")}
 
+    def decode_only(i):
+        return host.images["train"][host.index["train"][i.numpy()]]
+
     fast = {"crop_flip_uint8": crop_only, "host_part_crop_on_host": crops,
             "host_part_crop_on_device": reads}  # fmt: skip
+    if images is None:
+        fast["decode_uint8"] = decode_only
     return {
         **best_of(fast, idx),
         "cpu_only_crop_on_host": per_cpu_second(whole(fresh["host"]), idx),
@@ -173,6 +186,12 @@ def time_threads(
     return out
 
 
+def page_in(data: FolderData, rows) -> None:
+    """Read the stored images of ``rows`` once, so that timings are for a cached store."""
+    images = data.images["train"]
+    images.blobs(rows) if data.mapped is None else images[rows].sum()
+
+
 def drop_page_cache() -> None:
     """Empty the kernel's page cache (root only), so the next reads come from the disk."""
     os.sync()
@@ -195,13 +214,13 @@ def _thread_rate(data: FolderData, batch: int, batches: int, cold: bool) -> floa
         drop_page_cache()
     else:
         for i in idx:  # page the batches in: the figures are for a cached store
-            data.images["train"][data.index["train"][i.numpy()]].sum()
+            page_in(data, data.index["train"][i.numpy()])
     t = time.perf_counter()
     n = sum(len(y) for _x, y in ahead(fetch, items, data.workers))
     return n / (time.perf_counter() - t)
 
 
-def make_store(store: Path, images: int) -> None:
+def make_store(store: Path, images: int, fmt: str = "raw") -> None:
     """A store of ``images`` ImageNet-sized JPEGs (made, never downloaded), beside ``store``."""
     from alexnet2012.data.prepare import prepare_main
     from alexnet2012.data.prepbench import make_jpegs
@@ -209,7 +228,7 @@ def make_store(store: Path, images: int) -> None:
     jpegs = store.with_name(store.name + "-jpegs")
     if not jpegs.is_dir():
         make_jpegs(jpegs, images)
-    prepare_main(str(jpegs), str(store), size=256, workers=os.cpu_count() or 1)
+    prepare_main(str(jpegs), str(store), size=256, workers=os.cpu_count() or 1, images=fmt)
 
 
 def main(argv=None) -> int:
@@ -220,12 +239,15 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=40)
     p.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     p.add_argument("--make", type=int, default=0, help="make a store of N JPEGs if none is there")
+    p.add_argument(
+        "--format", choices=("raw", "jpeg"), default="raw", help="the store --make makes"
+    )
     p.add_argument("--json", help="also write the report here")
     cold = "loader threads also from a store dropped from the page cache (needs root)"
     p.add_argument("--cold", action="store_true", help=cold)
     args = p.parse_args(argv)
     if args.make and not Path(args.store).exists():
-        make_store(Path(args.store), args.make)
+        make_store(Path(args.store), args.make, args.format)
     out = {"store": args.store, "size": args.size, "batch": args.batch, "batches": args.batches}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # per core; the caller's setting comes back afterwards
@@ -234,6 +256,11 @@ def main(argv=None) -> int:
         out["threads_img_s"] = time_threads(
             args.store, args.size, args.batch, args.batches, args.workers
         )
+        if torch.cuda.is_available():  # crops (a JPEG store: decoded too) on the GPU
+            out["gpu_delivered_img_s"] = {
+                w: delivered(args.store, args.size, args.batch, args.batches, w, "cuda")
+                for w in args.workers
+            }
         if args.cold:
             out["threads_img_s_cold"] = time_threads(
                 args.store, args.size, args.batch, args.batches, args.workers, cold=True

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from imagetree import make_tree
+from PIL import Image
 
 from alexnet2012 import cli
 from alexnet2012.config import Config
@@ -145,3 +146,31 @@ def test_wrong_store_format_for_the_config(stores, tmp_path, capsys):
     assert cli.main([*run, f"run.dir={tmp_path / 'run'}", "train.device=cpu"]) == 2
     assert "data.images=raw" in capsys.readouterr().err
     assert (stores / "jpeg" / "meta.json").is_file()
+
+
+def test_loadbench_measures_a_jpeg_store(stores, capsys):
+    from alexnet2012.data import loadbench
+
+    argv = ["--store", str(stores / "jpeg"), "--size", "28", "--batch", "4", "--batches", "3"]
+    assert loadbench.main([*argv, "--workers", "1", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"decode_uint8", "crop_flip_uint8", "cpu_only_eval_ten_view"} <= set(out["one_core"])
+    assert all(p["img_per_cpu_s"] > 0 for p in out["one_core"].values())
+    assert set(out["threads_img_s"]) == {"1", "2"}
+
+
+def test_jpegbench_on_a_picture_and_delivery(stores, tmp_path, capsys):
+    from alexnet2012.data import jpegbench
+
+    rng = np.random.default_rng(0)  # a smooth picture, not a photograph: the code path only
+    picture = np.cumsum(rng.integers(-3, 4, (300, 400, 3)), 1).clip(0, 255).astype(np.uint8)
+    path = tmp_path / "picture.png"
+    Image.fromarray(picture).save(path)
+    assert len(jpegbench.squares(path)) == 1  # 300 px high: only the 256 scale fits
+    argv = [str(path), "--qualities", "50", "90", "--tree", str(tmp_path / "tree"), "--copies", "5"]
+    assert jpegbench.main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rows[0]["kb_per_image"] < rows[1]["kb_per_image"]
+    assert rows[0]["mean_abs_error"] > rows[1]["mean_abs_error"] > 0
+    assert len(list((tmp_path / "tree" / "train").rglob("*.png"))) == 4
+    assert jpegbench.delivered(str(stores / "jpeg"), 28, 4, 3, 2, "cpu") > 0
