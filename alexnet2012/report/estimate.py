@@ -8,9 +8,9 @@ Each argument is one run: a config file and its ``key=value`` overrides, as ``tr
 (so every config is loaded and checked here). A run's time is a start-up (process, data) plus its
 training images at the rate its net trained, validations included, in the measured 10-epoch
 runs of :data:`MEASURED`. ``--rate NET=IMG_S`` puts another GPU's training images/s in (from
-``alexnet2012 bench`` or a run's ``summary.json``); start-up and validation keep their measured
-share. Nets of other widths or input sizes than full size are named: the full-size rate
-overstates their time.
+``alexnet2012 bench`` or a run's ``summary.json``); validation keeps its measured share of the
+time, start-up its measured seconds. Nets of other widths or input sizes than full size are
+named: the full-size rate overstates their time.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Measured:
     images: int
 
     @property
-    def start_s(self) -> float:  # process start, data loading, the test pass
+    def start_s(self) -> float:  # the process's time outside wall_s: start-up, data loading
         return self.process_s - self.wall_s
 
     @property
@@ -48,7 +48,8 @@ class Measured:
         return self.start_s + images * self.wall_s / self.images
 
     def at_rate(self, img_s: float) -> Measured:
-        """The same run at another training rate; validation and start-up keep their share."""
+        """The same run at another training rate: validation keeps its share of the wall time,
+        start-up its seconds."""
         train_s = self.images / self.train_img_s
         wall = self.wall_s * (self.images / img_s) / train_s
         return replace(self, train_img_s=img_s, wall_s=wall,
