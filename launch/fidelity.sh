@@ -15,13 +15,18 @@
 # finished run is skipped, an interrupted one resumed. OVERRIDES (key=value words) go to every
 # new run. fullsize first prints the time the runs will take on one H200 at the images/s
 # measured there (python -m alexnet2012.report.estimate; RATES="alexnet2012=IMG_S" for another
-# GPU or a newer measurement) against its 12-minute budget. The report: <out>/report/report.md. Default seeds: 1 2.
-# ALEXNET2012_NO_SETUP=1: use the python on PATH as it is (no .venv set-up).
+# GPU or a newer measurement) against its 12-minute budget. The report: <out>/report/report.md.
+# Default seeds: 1 2.
+# ALEXNET2012_NO_SETUP=1: no .venv set-up; run from the source tree with $PYTHON (default
+# python3), as on a GPU machine with torch, numpy and pyyaml but nothing installed.
 set -euo pipefail
 if [[ -n ${ALEXNET2012_NO_SETUP:-} ]]; then
   cd "$(dirname "$0")/.."
+  py=${PYTHON:-python3}
+  export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 else
   source "$(dirname "$0")/setup.sh" # cd to the repository root, .venv on PATH
+  py=python
 fi
 
 scale=${1:-fmnist}
@@ -51,7 +56,7 @@ else
     [[ $v == base ]] || variants+=("$v")
   done
 fi
-gpus=$(python -c "import torch; print(torch.cuda.device_count())")
+gpus=$("$py" -c "import torch; print(torch.cuda.device_count())")
 out=${OUT:-runs/fidelity/$scale}
 for v in "${variants[@]}"; do
   [[ -f configs/fidelity/${scale}_${v}.yaml ]] || { echo "no such variant: $v" >&2; exit 2; }
@@ -66,7 +71,7 @@ if [[ $scale == fullsize ]]; then
   done
   rates=()
   for r in ${RATES:-}; do rates+=(--rate "$r"); done
-  ((${#plan[@]} == 0)) || python -m alexnet2012.report.estimate --budget-min 12 "${rates[@]}" \
+  ((${#plan[@]} == 0)) || "$py" -m alexnet2012.report.estimate --budget-min 12 "${rates[@]}" \
     "${plan[@]}"
 fi
 dirs=()
@@ -87,12 +92,12 @@ for v in "${variants[@]}"; do
     fi
     if [[ $v == half ]] || ((gpus == 1)) || [[ $scale == fullsize && $gpus == 0 ]]; then
       echo "== $dir: one process"
-      python -m alexnet2012 "${args[@]}"
+      "$py" -m alexnet2012 "${args[@]}"
     else
       echo "== $dir: two towers, torchrun --nproc_per_node=2"
-      torchrun --standalone --nproc_per_node=2 -m alexnet2012 "${args[@]}"
+      "$py" -m torch.distributed.run --standalone --nproc_per_node=2 -m alexnet2012 "${args[@]}"
     fi
   done
 done
-python -m alexnet2012 compare "${dirs[@]}" --paper --out "$out/report"
+"$py" -m alexnet2012 compare "${dirs[@]}" --paper --out "$out/report"
 echo "report: $out/report/report.md"

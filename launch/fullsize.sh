@@ -17,12 +17,16 @@
 # prints how long the missing runs take on one H200 at the images/s measured there (python -m
 # alexnet2012.report.estimate; RATES="alexnet2012=IMG_S streamlined=IMG_S" for another GPU).
 # The two-tower cells run in one process (the same maths as two ranks, ref §1), or on two ranks
-# with torchrun when there are 2+ GPUs. ALEXNET2012_NO_SETUP=1: the python on PATH as it is.
+# with torchrun when there are 2+ GPUs. ALEXNET2012_NO_SETUP=1: no .venv set-up; run from the
+# source tree with $PYTHON (default python3), as on a GPU machine with torch, numpy and pyyaml.
 set -euo pipefail
 if [[ -n ${ALEXNET2012_NO_SETUP:-} ]]; then
   cd "$(dirname "$0")/.."
+  py=${PYTHON:-python3}
+  export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 else
   source "$(dirname "$0")/setup.sh" # cd to the repository root, .venv on PATH
+  py=python
 fi
 seeds=("$@")
 ((${#seeds[@]} > 0)) || seeds=(1 2)
@@ -46,9 +50,9 @@ for c in "${cells[@]}"; do
 done
 start=$(date +%s)
 if ((${#plan[@]})); then
-  python -m alexnet2012.report.estimate --budget-min 12 "${rates[@]}" "${plan[@]}"
+  "$py" -m alexnet2012.report.estimate --budget-min 12 "${rates[@]}" "${plan[@]}"
 fi
-gpus=$(python -c "import torch; print(torch.cuda.device_count())")
+gpus=$("$py" -c "import torch; print(torch.cuda.device_count())")
 dirs=()
 for c in "${cells[@]}"; do
   for s in "${seeds[@]}"; do
@@ -66,13 +70,13 @@ for c in "${cells[@]}"; do
     fi
     if [[ $c == two_tower@* ]] && ((gpus >= 2)); then
       echo "== $dir: ${config[$c]}, two towers on 2 ranks (torchrun)"
-      torchrun --standalone --nproc_per_node=2 -m alexnet2012 "${args[@]}"
+      "$py" -m torch.distributed.run --standalone --nproc_per_node=2 -m alexnet2012 "${args[@]}"
     else
       echo "== $dir: ${config[$c]}, one process"
-      python -m alexnet2012 "${args[@]}"
+      "$py" -m alexnet2012 "${args[@]}"
     fi
   done
 done
-python -m alexnet2012 compare "${dirs[@]}" --out "$out/report"
+"$py" -m alexnet2012 compare "${dirs[@]}" --out "$out/report"
 echo "report: $out/report/report.md"
 echo "== done in $(($(date +%s) - start)) s"

@@ -111,8 +111,7 @@ def test_grid_lays_out_net_against_recipe():
 
 def _script(argv: list[str], out: Path) -> str:
     env = {**os.environ, "ALEXNET2012_NO_SETUP": "1", "ALEXNET2012_NO_BAR": "1", "OUT": str(out),
-           "OVERRIDES": TINY, "CUDA_VISIBLE_DEVICES": "",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+           "OVERRIDES": TINY, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}  # fmt: skip
     result = subprocess.run(["bash", *argv], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=400)  # fmt: skip
     text = result.stdout + result.stderr
