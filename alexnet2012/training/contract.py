@@ -70,9 +70,15 @@ def refuse_changes(ckpt: Path, was: dict, now: dict) -> None:
     )
 
 
-def refuse_short_budget(run_dir, step: int, total: int) -> None:
+def refuse_short_budget(run_dir, step: int, total: int, ended: bool = False) -> None:
     """ConfigError when the step budget (``train.max_steps``, ``train.epochs``) ends before
-    the checkpoint's ``step``: the run would end behind where it already is."""
+    the checkpoint's ``step`` (the run would end behind where it already is), or at it when the
+    run has ``ended`` (its summary.json would be written again, without its throughput)."""
+    if ended and total == step:
+        raise ConfigError(
+            f"--resume {run_dir}: the run already ended at step {step} (its summary.json is "
+            "written); to train on, give a larger train.max_steps or train.epochs"
+        )
     if total >= step:
         return
     raise ConfigError(

@@ -68,7 +68,8 @@ def restore(run: Run, total: int | None = None) -> RunState:
     was = config.to_dict(config.from_dict(data["config"]))
     contract.refuse_changes(path, was, config.to_dict(cfg))
     if total is not None:
-        contract.refuse_short_budget(run.dir, int(data["step"]), total)
+        ended = (Path(run.dir) / "summary.json").is_file() and not jobs.restarted()
+        contract.refuse_short_budget(run.dir, int(data["step"]), total, ended)
     ex.load_canonical(data["model"])
     load_optimizer_state_by_name(run.opt, ex.local_by_name(data["optimizer"]))
     run.sched.load_state_dict(data["schedule"])

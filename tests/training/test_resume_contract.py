@@ -103,6 +103,13 @@ def test_a_resume_that_would_rewrite_the_run_is_refused(saved, override, words):
     assert files(saved) == before
 
 
+def test_a_resume_of_an_ended_run_with_nothing_to_do_keeps_its_summary(saved):
+    before = files(saved)
+    with pytest.raises(ConfigError, match="already ended at step 4 .* larger train.max_steps"):
+        resume(saved)
+    assert files(saved) == before
+
+
 def test_run_dir_is_refused_on_resume_and_names_the_way_on(saved, tmp_path, capsys):
     before = files(saved)
     code = cli.main(["train", "--resume", str(saved), f"run.dir={tmp_path / 'elsewhere'}"])
