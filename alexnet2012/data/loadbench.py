@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import threading
 import time
 from pathlib import Path
@@ -174,15 +175,16 @@ def time_eval(data: FolderData, batch: int, passes: int) -> dict:
     return out
 
 
-def time_threads(
-    store: str, size: int, batch: int, batches: int, workers: list[int], cold: bool = False
-) -> dict:
+def time_threads(store, size, batch, batches, workers, cold=False, why=None) -> dict:
     """Wall images/s of ``workers`` loader threads cutting crops, nothing else running; with
-    ``cold``, from a store just dropped from the page cache (read from the disk)."""
+    ``cold``, from a store just dropped from the page cache (read from the disk). ``why``: each
+    count's cores busy, CPU and system microseconds, minor page faults and context switches
+    per image: the GIL keeps the cores busy near 1 and switches climb; memory bandwidth raises
+    the CPU time per image; page faults raise the faults and system time."""
     out = {}
     for w in workers:
         data = reusing(folder(store, size, "host", w))
-        out[w] = _thread_rate(data, batch, batches, cold)
+        out[w] = _thread_rate(data, batch, batches, cold, (why if why is not None else {}), w)
     return out
 
 
@@ -201,7 +203,7 @@ def drop_page_cache() -> None:
         raise SystemExit(f"loadbench: --cold needs root to drop the page cache ({e})") from None
 
 
-def _thread_rate(data: FolderData, batch: int, batches: int, cold: bool) -> float:
+def _thread_rate(data, batch: int, batches: int, cold: bool, why: dict, w: int) -> float:
     idx = batch_indices(data, batch, batches)
     if cold:  # one pass over distinct images: none read twice
         idx = idx[: max(1, min(batches, data.train_size // batch))]
@@ -215,9 +217,15 @@ def _thread_rate(data: FolderData, batch: int, batches: int, cold: bool) -> floa
     else:
         for i in idx:  # page the batches in: the figures are for a cached store
             page_in(data, data.index["train"][i.numpy()])
-    t = time.perf_counter()
+    t, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     n = sum(len(y) for _x, y in ahead(fetch, items, data.workers))
-    return n / (time.perf_counter() - t)
+    t, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+    cpu, sys_s = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime), r1.ru_stime - r0.ru_stime
+    switches = r1.ru_nvcsw + r1.ru_nivcsw - r0.ru_nvcsw - r0.ru_nivcsw
+    why[w] = {"cores_busy": cpu / t, "cpu_us_per_image": 1e6 * cpu / n,
+              "sys_us_per_image": 1e6 * sys_s / n, "switches_per_image": switches / n,
+              "minor_faults_per_image": (r1.ru_minflt - r0.ru_minflt) / n}  # fmt: skip
+    return n / t
 
 
 def make_store(store: Path, images: int, fmt: str = "raw") -> None:
@@ -253,8 +261,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)  # per core; the caller's setting comes back afterwards
     try:
         out["one_core"] = time_parts(args.store, args.size, args.batch, args.batches)
+        out["threads_why"] = {}
         out["threads_img_s"] = time_threads(
-            args.store, args.size, args.batch, args.batches, args.workers
+            args.store, args.size, args.batch, args.batches, args.workers, why=out["threads_why"]
         )
         if torch.cuda.is_available():  # crops (a JPEG store: decoded too) on the GPU
             out["gpu_delivered_img_s"] = {

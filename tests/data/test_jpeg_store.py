@@ -156,7 +156,11 @@ def test_loadbench_measures_a_jpeg_store(stores, capsys):
     out = json.loads(capsys.readouterr().out)
     assert {"decode_uint8", "crop_flip_uint8", "cpu_only_eval_ten_view"} <= set(out["one_core"])
     assert all(p["img_per_cpu_s"] > 0 for p in out["one_core"].values())
-    assert set(out["threads_img_s"]) == {"1", "2"}
+    assert set(out["threads_img_s"]) == {"1", "2"} == set(out["threads_why"])
+    assert (
+        out["threads_why"]["2"]["cores_busy"] > 0
+        and "switches_per_image" in out["threads_why"]["1"]
+    )
 
 
 def test_jpegbench_on_a_picture_and_delivery(stores, tmp_path, capsys):
