@@ -16,6 +16,9 @@
 #   4. The 2012 pipeline from a prepared store (640 ImageNet-sized JPEGs made and prepared
 #      here): the host's share per core (python -m alexnet2012.data.loadbench), and bench data
 #      at full size with the crops cut on the host (data.crop_on=host) and on the GPU (device).
+#      The same for a JPEG store (prepare --format jpeg; needs torchvision): decode per core,
+#      loader threads 1..16 for both stores, and training images/s delivered to the GPU (a JPEG
+#      store decoded there in batches by nvJPEG; the target is 32,000 on 16 cores).
 #   5. configs/fashion_mnist_2012.yaml as shipped, 10 epochs on one GPU: training seconds and
 #      test error (needs Fashion-MNIST: Debian's package, the cache, or FMNIST_ROOT).
 # Part 2 also times one rank's share of the split net (rank_share) and projects two GPUs from
@@ -100,7 +103,10 @@ if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
     --json "$OUT/bench_data_fmnist224.json"
   part "4. the 2012 pipeline from a store: the host's share per core" \
     "$PY" -m alexnet2012.data.loadbench --store "$OUT/store" --make 640 --batches 20 \
-    --workers 1 2 4 8 --json "$OUT/loadbench.json"
+    --workers 1 2 4 8 16 --json "$OUT/loadbench.json"
+  part "4. the 2012 pipeline from a JPEG store: decode per core, threads, GPU delivery" \
+    "$PY" -m alexnet2012.data.loadbench --store "$OUT/jstore" --make 640 --format jpeg \
+    --batches 20 --workers 1 2 4 8 16 --json "$OUT/loadbench_jpeg.json"
   for crop in host device; do
     part "4. the 2012 pipeline from a store on the GPU, data.crop_on=$crop" \
       "$PY" -m alexnet2012 bench data --config configs/imagenet_2012.yaml train.device=cuda \
@@ -190,12 +196,20 @@ EOF
 import json, sys
 from pathlib import Path
 
-path = Path(sys.argv[1]) / "loadbench.json"
-if path.exists():
+for name in ("loadbench.json", "loadbench_jpeg.json"):
+    path = Path(sys.argv[1]) / name
+    if not path.exists():
+        continue
     r = json.loads(path.read_text())
-    for name, part in r["one_core"].items():
-        print(f"loadbench.json: {name:<26} {part['img_per_cpu_s']:9.0f} img/s per core")
-    print(f"loadbench.json: loader threads, img/s: {r['threads_img_s']}")
+    for what, part in r["one_core"].items():
+        print(f"{name}: {what:<26} {part['img_per_cpu_s']:9.0f} img/s per core")
+    rates = {w: round(v) for w, v in r["threads_img_s"].items()}
+    print(f"{name}: loader threads, img/s: {rates}")
+    busy = {w: round(v["cores_busy"], 1) for w, v in r.get("threads_why", {}).items()}
+    print(f"{name}: loader threads, cores kept busy: {busy}")
+    if "gpu_delivered_img_s" in r:
+        gpu = {w: round(v) for w, v in r["gpu_delivered_img_s"].items()}
+        print(f"{name}: training images/s delivered to the GPU by loader threads: {gpu}")
 EOF
 echo "reports in $OUT"
 echo "== parts"
