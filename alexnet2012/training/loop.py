@@ -85,10 +85,10 @@ def _loop(r: Run, forward, data, per_epoch: int, resume: bool) -> dict:
     # rank 0 may wait up to wandb.init_timeout_s for W&B's server: the others wait for it
     # under the patient timeout, not in the first exchange under parallel.timeout_s
     with watchdog.patient(cfg, watchdog.groups_of(env)):
-        logger = make_logger(r.dir, config.to_dict(cfg), cfg.wandb, env.is_main,
-                             resume_step=state.step if resume or jobs.restarted() else None,
-                             run_name=cfg.run.name or None)  # fmt: skip
-        comm.barrier(env.world)
+        logger = _together(r, lambda: make_logger(  # config.yaml: a full disk stops all ranks
+            r.dir, config.to_dict(cfg), cfg.wandb, env.is_main,
+            resume_step=state.step if resume or jobs.restarted() else None,
+            run_name=cfg.run.name or None))  # fmt: skip
     shard = (env.data.rank, env.data.size)  # both towers of a pair read the same shard
     env.group.reset_counters()
     bar = progress(env.is_main, total, state.step)
@@ -169,18 +169,23 @@ def _save(r: Run) -> None:
     timeout, not in the next exchange under parallel.timeout_s (parallel/watchdog.py), and a
     write that fails (a full disk) stops every rank with rank 0's message, not "died"."""
     with watchdog.patient(r.cfg, watchdog.groups_of(r.env)):
-        failed = None
-        try:
-            snapshot.save(r)
-        except OSError as e:  # only the main rank writes
-            failed = e
-        code = 0 if failed is None else 1 + isinstance(failed, DiskFullError)
-        flag = comm.broadcast(torch.tensor([code], device=r.env.device), r.env.world, src=0)
-        if int(flag.item()):  # rank 0 could not write: every rank stops with its words
-            text = comm.broadcast_object(
-                getattr(failed, "situation", str(failed)), r.env.world, src=0
-            )
-            raise (DiskFullError if int(flag.item()) == 2 else OSError)(text)
+        _together(r, lambda: snapshot.save(r))
+
+
+def _together(r: Run, write):
+    """``write()`` on every rank (only the main rank writes files), then its outcome on all:
+    a write that failed there (a full disk) stops every rank with its words."""
+    failed = out = None
+    try:
+        out = write()
+    except OSError as e:  # only the main rank writes
+        failed = e
+    code = 0 if failed is None else 1 + isinstance(failed, DiskFullError)
+    flag = comm.broadcast(torch.tensor([code], device=r.env.device), r.env.world, src=0)
+    if int(flag.item()):  # rank 0 could not write: every rank stops with its words
+        text = comm.broadcast_object(getattr(failed, "situation", str(failed)), r.env.world, src=0)
+        raise (DiskFullError if int(flag.item()) == 2 else OSError)(text)
+    return out
 
 
 def _interrupted(logger, r: Run):

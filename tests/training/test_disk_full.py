@@ -2,18 +2,25 @@
 filesystem (a tmpfs of 1 MiB, mounted when the tests run as root; skipped otherwise).
 
 Either way: exit 3, one line naming the path and the free space, the advice that works from
-there (start again with the same command), and nothing left that blocks that command.
+there (start again with the same command), and nothing left that blocks that command; under
+two ranks, both stop with those words.
 """
 
 import contextlib
+import errno
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+from spawn import run_ranks
 
-from alexnet2012 import cli
-from alexnet2012.training import checkpoint
+from alexnet2012 import cli, files
+from alexnet2012.config import load_config
+from alexnet2012.files import DiskFullError
+from alexnet2012.parallel import torchrun
+from alexnet2012.training import checkpoint, loop
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBUG = str(ROOT / "configs" / "debug.yaml")
@@ -93,3 +100,26 @@ def test_resume_without_a_checkpoint_gives_the_command_that_works(tmp_path, caps
     err = capsys.readouterr().err
     again = f"alexnet2012 train --config {run_dir / 'config.yaml'} run.dir={run_dir} --replace"
     assert again in err
+
+
+def _config_full_on_rank0(rank, run_dir):
+    if rank == 0:  # config.yaml, the first file the run writes, finds no space
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        files._write = full
+    env = torchrun.mesh_env(rank, 2, rank, torch.device("cpu"), "gloo")
+    try:
+        loop.run(load_config(DEBUG, [*SMALL, f"run.dir={run_dir}"]), env=env)
+    except DiskFullError as e:
+        return str(e)
+    return "finished"
+
+
+def test_under_two_ranks_a_full_disk_at_the_start_stops_both_with_its_words(tmp_path):
+    run_dir = tmp_path / "run"
+    messages = run_ranks(_config_full_on_rank0, 2, tmp_path, args=(str(run_dir),))
+    assert messages[0] == messages[1], messages  # not "the other rank died"
+    assert "writing config.yaml" in messages[0] and "start the run again" in messages[0]
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "metrics.jsonl").exists()
