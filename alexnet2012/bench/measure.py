@@ -28,7 +28,6 @@ from alexnet2012 import config
 from alexnet2012.config import ALEXNET2012_INITS, Config
 from alexnet2012.nets.build import input_size
 from alexnet2012.parallel import comm, torchrun
-from alexnet2012.parallel.comm import loopback
 from alexnet2012.parallel.execution import build_execution
 from alexnet2012.training.optim import build_optimizer
 from alexnet2012.training.state import peak_memory
@@ -115,7 +114,7 @@ def measure(job: Job, env: torchrun.Env) -> dict:
     """Time ``job`` on this process's share of the network; this rank's raw figures."""
     cfg, dev = config.from_dict(job.cfg), env.device
     if job.execution == "rank_share":  # tower 0 of a pair whose exchanges stay in this process
-        env = dataclasses.replace(env, group=loopback.pair())
+        env = dataclasses.replace(env, group=comm.loopback_pair())
     at_start = peak_memory(dev)  # CPU: the interpreter and torch alone, before the network
     torch.manual_seed(cfg.seed)
     ex, forward = build_execution(cfg, env, job.classes, job.channels)  # as training runs it

@@ -27,6 +27,7 @@ from alexnet2012.parallel.comm.group import (
     barrier,
     broadcast,
     broadcast_object,
+    loopback_pair,
     set_timeout,
     single,
     world,
@@ -35,6 +36,6 @@ from alexnet2012.parallel.comm.swap import Pending, swap_finish, swap_start
 
 __all__ = [
     "Pending", "TowerGroup", "all_gather_cat", "all_reduce_sum", "barrier", "broadcast",
-    "broadcast_object", "gather_to_head", "gather_towers", "gathered_stand_in", "set_timeout",
-    "single", "sum_partials", "swap_finish", "swap_start", "world",
+    "broadcast_object", "gather_to_head", "gather_towers", "gathered_stand_in", "loopback_pair",
+    "set_timeout", "single", "sum_partials", "swap_finish", "swap_start", "world",
 ]  # fmt: skip

@@ -123,6 +123,11 @@ def single() -> TowerGroup:
     return TowerGroup()
 
 
+def loopback_pair() -> TowerGroup:
+    """Tower 0 of a pair whose other tower is this process's own (:mod:`.loopback`)."""
+    return TowerGroup(group=LOOPBACK, rank=0, size=2)
+
+
 def world() -> TowerGroup:
     """The default process group as a tower group (:func:`single` when not initialised)."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -1,13 +1,13 @@
 """A tower pair in one process, for measuring one rank's share of the split net on one device.
 
-:func:`pair` is a :class:`TowerGroup` of two towers whose process group is :data:`LOOPBACK`:
-this process is tower 0 and no peer exists. Every collective an exchange makes does the local
-memory work of its size instead (the peer's tower taken to be this one's): an all-gather
-copies this tower's shard into both slots, a reduce-scatter sums two chunks, a send copies the
-tensor, a receive writes the buffer. The exchanges count their bytes and time as on two ranks
-(:meth:`TowerGroup.count`), so ``bench``'s ``rank_share`` execution measures one rank's compute
-and the bytes each exchange would move, from which it projects two devices (bench/project.py).
-Point-to-point batches (``parallel.overlap``) are not emulated.
+:func:`.group.loopback_pair` is a :class:`TowerGroup` of two towers whose process group is
+:data:`LOOPBACK`: this process is tower 0 and no peer exists. Every collective an exchange
+makes does the local memory work of its size instead (the peer's tower taken to be this
+one's): an all-gather copies this tower's shard into both slots, a reduce-scatter sums two
+chunks, a send copies the tensor, a receive writes the buffer. The exchanges count their bytes
+and time as on two ranks (:meth:`TowerGroup.count`), so ``bench``'s ``rank_share`` execution
+measures one rank's compute and the bytes each exchange would move, from which it projects two
+devices (bench/project.py). Point-to-point batches (``parallel.overlap``) are not emulated.
 """
 
 from __future__ import annotations
@@ -33,13 +33,6 @@ class _Done:
 
     def wait(self) -> bool:
         return True
-
-
-def pair():
-    """Tower 0 of a pair whose other tower is this process's own (see the module docstring)."""
-    from alexnet2012.parallel.comm.group import TowerGroup
-
-    return TowerGroup(group=LOOPBACK, rank=0, size=2)
 
 
 def ops(group):
