@@ -60,7 +60,11 @@ def _logits_two_ranks(rank, ckpt_path, run_dir):
 
 
 def test_two_ranks_train_like_one_process(tmp_path):
-    """20 SGD steps, momentum, weight decay, dropout and augmentation on: same loss each step."""
+    """20 SGD steps, momentum, weight decay, dropout and augmentation on: same loss each step.
+
+    The contract across launch forms (README, "Two processes"): the same function, and training
+    equal to 1e-4 over these 20 steps; not bit for bit, so longer runs drift apart as rounding
+    noise is amplified (measured there), within the spread between seeds."""
     # lr 0.005: at 0.02 this tiny set trains chaotically: the rounding differences between one
     # process and two ranks grow about tenfold per step from step 12, so whether step 17 stays
     # within 1e-4 depended on the one-process run's thread count (1 thread: 1.4e-4)
