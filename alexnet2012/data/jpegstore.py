@@ -8,7 +8,9 @@ Layout of DST, beside the raw store's labels, mean image and ``meta.json`` (whos
 is ``"jpeg"`` and ``"jpeg"`` records the quality and the pixel error measured while writing):
 
 - ``{split}_images.jpeg``: the split's JPEGs back to back (one large file, no small files);
-- ``{split}_index.npy``: (N, 2) int64, each image's byte offset and length in that file.
+- ``{split}_index.npy``: (N, 3) int64, each image's byte offset and length in that file and the
+  CRC-32 of its bytes, checked on every read: a JPEG damaged inside its compressed data would
+  otherwise decode, with a warning, into wrong pixels.
 
 Encoding: PIL (libjpeg-turbo), quality :data:`QUALITY`, no chroma subsampling (4:4:4, so no
 chroma upsampling step for a GPU decoder and the host's to differ in). The quality was chosen by
@@ -24,6 +26,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +83,14 @@ def load_jpeg(loc, size: int, quality: int = QUALITY):
     return decoded, tags, data, (int(err.sum()), int(err.max()))
 
 
+def _which(rows) -> str:
+    """ "image 3", or "one of the 128 images 3, 168, 141, ..." (rows as the index numbers them)."""
+    rows = np.asarray(rows).reshape(-1).tolist()
+    if len(rows) == 1:
+        return f"image {rows[0]}"
+    return f"one of the {len(rows)} images {', '.join(map(str, rows[:3]))}, ..."
+
+
 class JpegImages:
     """One split of a JPEG store: ``images[rows]`` decodes (n, S, S, 3) uint8 on the host,
     :meth:`on_device` (n, 3, S, S) uint8 in one batched call on a device."""
@@ -95,13 +106,12 @@ class JpegImages:
                 "`alexnet2012 prepare SRC DST --format jpeg` into a new DST"
             ) from None
         have = self.blob.stat().st_size if self.blob.is_file() else -1
-        end = int((index[:, 0] + index[:, 1]).max()) if index.ndim == 2 and len(index) else 0
-        if index.shape != (count, 2) or have < end:
-            what = (
-                f"shape {index.shape}, not ({count}, 2)"
-                if have >= end
-                else (f"points past the end of {self.blob.name} ({max(have, 0)} bytes)")
-            )
+        ok = index.shape == (count, 3)
+        end = int((index[:, 0] + index[:, 1]).max()) if ok and len(index) else 0
+        if not ok or have < end:
+            what = f"shape {index.shape}, not ({count}, 3)"
+            if ok:
+                what = f"points past the end of {self.blob.name} ({max(have, 0)} bytes)"
             raise DataError(
                 f"{path}: {what}: the store is truncated or damaged; rerun "
                 "`alexnet2012 prepare SRC DST --format jpeg` into a new DST"
@@ -113,19 +123,25 @@ class JpegImages:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
     def blobs(self, rows) -> list[torch.Tensor]:
-        """The JPEG bytes of ``rows``, each a uint8 tensor (``os.pread``: safe on any thread)."""
+        """The JPEG bytes of ``rows``, each a uint8 tensor, their CRCs checked (``os.pread``:
+        safe on any thread)."""
         out = []
         for r in np.asarray(rows).reshape(-1):
-            offset, length = (int(v) for v in self.index[r])
-            out.append(
-                torch.frombuffer(bytearray(os.pread(self._fd, length, offset)), dtype=torch.uint8)
-            )
+            offset, length, crc = (int(v) for v in self.index[r])
+            data = bytearray(os.pread(self._fd, length, offset))
+            if zlib.crc32(data) != crc:
+                raise self._damaged([r], ValueError("its bytes do not match their CRC-32"))
+            out.append(torch.frombuffer(data, dtype=torch.uint8))
         return out
 
     def _damaged(self, rows, e: Exception) -> DataError:
         return DataError(
-            f"{self.blob}: image among rows {np.asarray(rows)[:4].tolist()}... does not decode "
+            f"{self.blob}: {_which(rows)} does not decode "
             f"({type(e).__name__}: {e}); the store is damaged; rerun "
             "`alexnet2012 prepare SRC DST --format jpeg` into a new DST"
         )
@@ -142,8 +158,8 @@ class JpegImages:
 
     def on_device(self, rows, device: torch.device) -> torch.Tensor:
         """(n, 3, S, S) uint8 on ``device``, decoded there in one batch (nvJPEG on CUDA)."""
+        blobs = self.blobs(rows)
         try:
-            decoded = _decoder()(self.blobs(rows), device=device)
+            return torch.stack(_decoder()(blobs, device=device))
         except (RuntimeError, ValueError) as e:
             raise self._damaged(rows, e) from None
-        return torch.stack(decoded)

@@ -9,6 +9,7 @@ run's. Per split it also sums the pixel error of the decoded JPEGs against the r
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ class JpegStoreWriter(StoreWriter):
                  quality: int):  # fmt: skip
         super().__init__(dst, items, size, chunk, fingerprint)
         self.quality = quality
-        self.rows = {"index": (np.int64, (2,)), "labels": (np.int64, ())}
+        self.rows = {"index": (np.int64, (3,)), "labels": (np.int64, ())}
         for s in self.state["splits"].values():
             for key in ("bytes", "err_sum", "err_max"):
                 s.setdefault(key, 0)
@@ -40,7 +41,7 @@ class JpegStoreWriter(StoreWriter):
             blob = self.dst / BLOB.format(split=split)
             with open(blob, "wb" if fresh else "ab") as f:
                 f.truncate(s["bytes"])  # drop what a crash left after the last commit
-            index = _open_npy(self.dst / INDEX.format(split=split), np.int64, (n, 2), fresh)
+            index = _open_npy(self.dst / INDEX.format(split=split), np.int64, (n, 3), fresh)
             labels = _open_npy(self.dst / f"{split}_labels.npy", np.int64, (n,), fresh)
             self._files[split] = ((open(blob, "r+b"), 0), index, labels)
         return self._files[split]
@@ -51,8 +52,9 @@ class JpegStoreWriter(StoreWriter):
         k0, at = s["kept"], s["bytes"]
         lengths = np.array([len(data) for _, _, data, _ in kept], np.int64)
         offsets = at + np.cumsum(lengths) - lengths
+        crcs = np.array([zlib.crc32(data) for _, _, data, _ in kept], np.int64)
         _pwrite(fb, [np.frombuffer(data, np.uint8) for _, _, data, _ in kept], at)
-        _pwrite(fi, [np.stack([offsets, lengths], 1)], oi + k0 * 16)
+        _pwrite(fi, [np.stack([offsets, lengths, crcs], 1)], oi + k0 * 24)
         labels = np.array([label for _, label, _, _ in kept], np.int64)
         _pwrite(fl, [labels], ol + k0 * labels.itemsize)
         s["bytes"] = at + int(lengths.sum())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zlib
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ def stores(tmp_path_factory):
 def decoded(root, split) -> np.ndarray:
     index = np.load(root / f"{split}_index.npy")
     blob = (root / f"{split}_images.jpeg").read_bytes()
-    return np.stack([decode_host(blob[o : o + n]) for o, n in index])
+    return np.stack([decode_host(blob[o : o + n]) for o, n, _ in index])
 
 
 def test_jpeg_store_files_report_and_statistics(stores):
@@ -41,8 +42,9 @@ def test_jpeg_store_files_report_and_statistics(stores):
     meta = json.loads((root / "meta.json").read_text())
     assert meta["images"] == "jpeg" and not (root / "train_images.npy").exists()
     index = np.load(root / "train_index.npy")
-    assert index.shape == (14, 2) and (index[1:, 0] == index[:-1].sum(1)).all()  # back to back
-    assert index.sum(1)[-1] == (root / "train_images.jpeg").stat().st_size
+    assert index.shape == (14, 3)
+    assert (index[1:, 0] == index[:-1, :2].sum(1)).all()  # back to back
+    assert index[-1, :2].sum() == (root / "train_images.jpeg").stat().st_size
     report = meta["jpeg"]["train"]
     assert report["bytes_per_image"] == index[:, 1].mean() and report["bytes_per_image"] < 3000
     raw = np.load(stores / "raw" / "train_images.npy").astype(int)
@@ -110,15 +112,27 @@ def test_jpeg_batches_are_a_raw_store_of_the_decoded_pixels(stores, tmp_path):
     assert same(batches(stores / "jpeg", decode_on="device", workers=2), expect)
 
 
-def test_damaged_jpeg_store_says_so(stores, tmp_path):
+@pytest.mark.parametrize("where", ["start", "middle"])
+def test_damaged_jpeg_store_says_so(stores, tmp_path, where):
     bad = tmp_path / "bad"
     shutil.copytree(stores / "jpeg", bad)
-    offset = int(np.load(bad / "train_index.npy")[3, 0])
+    index = np.load(bad / "train_index.npy")
+    offset, length, _ = index[3]
     with open(bad / "train_images.jpeg", "r+b") as f:
-        f.seek(offset)
-        f.write(b"\0" * 16)  # no JPEG start marker
+        if where == "start":  # no JPEG start marker, its CRC made to match: the decoder says so
+            f.seek(offset)
+            f.write(b"\0" * 16)
+            f.seek(offset)
+            index[3, 2] = zlib.crc32(f.read(length))
+            save_npy(bad / "train_index.npy", index)
+        else:  # one byte of the compressed data: it would decode, wrongly; the CRC says so
+            f.seek(offset + length // 2)
+            byte = f.read(1)
+            f.seek(offset + length // 2)
+            f.write(bytes([byte[0] ^ 0x55]))
+    want = "does not decode.*" + ("Not a JPEG|JPEG|RuntimeError" if where == "start" else "CRC-32")
     for decode_on in ("host", "device"):
-        with pytest.raises(DataError, match="does not decode.*rerun") as e:
+        with pytest.raises(DataError, match=want + ".*rerun") as e:
             batches(bad, decode_on=decode_on, workers=0)
         assert "train_images.jpeg" in str(e.value) and "\n" not in str(e.value)
 
