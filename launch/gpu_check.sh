@@ -113,6 +113,10 @@ if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
       "data.root=$OUT/store" "data.crop_on=$crop" --steps 30 --warmup 5 \
       --json "$OUT/bench_data_store_$crop.json"
   done
+  part "4. the 2012 pipeline from the JPEG store on the GPU (decoded there by nvJPEG)" \
+    "$PY" -m alexnet2012 bench data --config configs/imagenet_2012.yaml train.device=cuda \
+    "data.root=$OUT/jstore" data.images=jpeg --steps 30 --warmup 5 \
+    --json "$OUT/bench_data_store_jpeg.json"
   FM=(data.root="${FMNIST_ROOT:-}")
   [[ -z "${FMNIST_ROOT:-}" ]] && FM=()
   part "5. the shipped 2012 config, 10 epochs on Fashion-MNIST at 224 (one GPU, two towers)" \
