@@ -275,8 +275,10 @@ def test_a_divergence_with_no_usable_checkpoint_says_how_to_start_again(tmp_path
     the same way at any rate): the message says so and gives the command that starts again,
     which trains to the end."""
     run_dir = tmp_path / "run"
+    # every step logged: step 1's loss (before any update) is the lowest, so the checkpoints,
+    # saved after lr 1 has thrown the loss up, are judged against it whatever path it takes
     issue = ["data.name=synthetic", "train.device=cpu", "wandb.mode=disabled", "train.lr=1",
-             "train.checkpoint_every=2", f"run.dir={run_dir}"]  # fmt: skip
+             "train.checkpoint_every=2", "train.log_every=1", f"run.dir={run_dir}"]  # fmt: skip
     with pytest.raises(loop.TrainingError) as err:
         loop.run(load_config(DEBUG, issue))
     text = str(err.value)
