@@ -106,6 +106,7 @@ def _at_least(low: int):
 
 
 def cmd_summary(args) -> int:
+    from alexnet2012.data.shape import data_shape
     from alexnet2012.nets.build import build_model, input_size
     from alexnet2012.nets.summary import format_table, layer_table
 
@@ -115,7 +116,7 @@ def cmd_summary(args) -> int:
 
         print(format_report(cfg, init_report(cfg, args.batch)))
         return 0
-    classes, channels = (10, 1) if cfg.data.name == "fashion_mnist" else (1000, 3)
+    classes, channels, _ = data_shape(cfg)
     classes = args.classes or classes
     channels = args.channels or channels
     model = build_model(cfg, classes, channels)

@@ -42,6 +42,7 @@ from alexnet2012.bench.profile import format_profile
 from alexnet2012.bench.project import format_projection, project
 from alexnet2012.config import Config, load_config
 from alexnet2012.data.errors import DataError
+from alexnet2012.data.shape import data_shape
 from alexnet2012.nets.build import build_model
 from alexnet2012.parallel.plan import rank_param_bytes, refusal
 
@@ -125,7 +126,7 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
     names = [n.strip() for n in args.executions.split(",") if n.strip()]
     if not names or set(names) - set(EXECUTIONS):
         raise ValueError(f"--executions {args.executions!r}: choose from {','.join(EXECUTIONS)}")
-    classes, channels, epoch_images = benchlib.data_shape(cfg)
+    classes, channels, epoch_images = data_shape(cfg)
     fc8s = {"config": [cfg.parallel.fc8], "both": ["rank0", "split"]}.get(args.fc8, [args.fc8])
     peak = args.peak_tflops or (PEAK_TFLOPS["bf16" if cfg.train.amp else "fp32"] if cuda else 0)
     split = _split_refusal(cfg, classes, channels)
@@ -180,7 +181,7 @@ def data_bench(cfg: Config, args, cuda: bool) -> dict:
         except (DataError, FileNotFoundError, ImportError) as e:  # not on this machine
             notes.append(f"{name} skipped: {e}")
     execution = "emulated" if cfg.model.name == "alexnet2012" else cfg.model.name
-    classes, channels, epoch_images = benchlib.data_shape(cfg)
+    classes, channels, epoch_images = data_shape(cfg)
     run_cfg = config.to_dict(benchlib.config_for(cfg, execution))
     job = Job(execution, execution, run_cfg, classes, channels, args.steps, args.warmup, cuda)
     train = benchrows.summarise(job, benchlib.run_job(job), epoch_images, None)

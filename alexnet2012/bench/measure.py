@@ -40,8 +40,6 @@ DEFAULT_EXECUTIONS = EXECUTIONS[
     :4
 ]  # rank_share (one rank's share, for bench/project.py): asked for
 SPLIT = ("two_ranks", "rank_share")  # the executions that split the net into towers
-ILSVRC2012_TRAIN = 1_281_167
-FASHION_MNIST_TRAIN = 60_000
 
 
 @dataclass
@@ -62,23 +60,6 @@ class Job:
     @property
     def world_size(self) -> int:
         return 2 if self.execution == "two_ranks" else 1
-
-
-def data_shape(cfg: Config) -> tuple[int, int, int]:
-    """(classes, channels, training images per epoch) of the configured data, without loading it."""
-    d = cfg.data
-    if d.name == "fashion_mnist":
-        classes, channels, n = 10, 1, FASHION_MNIST_TRAIN
-    elif d.name == "synthetic":
-        classes, channels, n = 10, 3, d.synthetic_size
-    else:
-        classes, channels, n = 1000, 3, ILSVRC2012_TRAIN
-        if d.root:  # the store says how many classes it holds
-            from alexnet2012.data.store import Store
-
-            store = Store(d.root)
-            classes, n = len(store.classes), store.count("train")
-    return classes, channels, min(n, d.train_subset) if d.train_subset else n
 
 
 def config_for(cfg: Config, execution: str, fc8: str | None = None) -> Config:

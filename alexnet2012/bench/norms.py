@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from alexnet2012.bench.measure import data_shape
 from alexnet2012.config import Config, load_config
+from alexnet2012.data.shape import data_shape
 from alexnet2012.nets.build import build_model
 from alexnet2012.nets.layers import CrossLRN, SpatialNorm, TowerLRN
 from alexnet2012.nets.norms import CHANNEL, SPATIAL, response_norm, response_norm_formula

@@ -21,6 +21,7 @@ from alexnet2012.config import Config, pixel_scale
 from alexnet2012.data.errors import DataError
 from alexnet2012.data.folder import FolderData
 from alexnet2012.data.loader import STREAM_SYNTHETIC, Data, generator, splits
+from alexnet2012.data.shape import FASHION_MNIST_CHANNELS, SYNTHETIC_CHANNELS, SYNTHETIC_CLASSES
 from alexnet2012.data.transforms import (
     center_crop,
     random_crop_flip,
@@ -66,7 +67,7 @@ class FashionMNISTData(Data):
         super().__init__(
             name="fashion_mnist",
             classes=fashion_mnist.CLASSES,
-            in_channels=1,
+            in_channels=FASHION_MNIST_CHANNELS,
             sizes={k: len(i) for k, i in idx.items()},
             held_out=bool(d.val_size),
             input_size=input_size,
@@ -120,13 +121,14 @@ class SyntheticData(Data):
         n_test = max(10, n_train // 4)
         n, s = n_train + n_test, input_size
         g = generator(STREAM_SYNTHETIC)
-        self.colours = (torch.rand(10, 3, generator=g) * 2 - 1).to(device)  # (10, 3)
-        labels = (torch.arange(n) % 10)[torch.randperm(n, generator=g)]
-        noise = torch.randn(n, 3, 4, 4, generator=g)  # upsampled to smooth noise
-        k = torch.arange(10)
+        c, ch = SYNTHETIC_CLASSES, SYNTHETIC_CHANNELS  # data/shape.py: 10 classes, 3 channels
+        self.colours = (torch.rand(c, ch, generator=g) * 2 - 1).to(device)  # (10, 3)
+        labels = (torch.arange(n) % c)[torch.randperm(n, generator=g)]
+        noise = torch.randn(n, ch, 4, 4, generator=g)  # upsampled to smooth noise
+        k = torch.arange(c)
         coords = (torch.arange(s) + 0.5) / s
         wave = torch.sin(2 * math.pi * (1 + k // 2)[:, None] * coords)  # (10, S): 1-5 cycles
-        rows, cols = wave[:, :, None].expand(10, s, s), wave[:, None, :].expand(10, s, s)
+        rows, cols = wave[:, :, None].expand(c, s, s), wave[:, None, :].expand(c, s, s)
         self.patterns = torch.where((k % 2 == 0)[:, None, None], rows, cols).to(device)
         idx = splits(n_train, n_test, cfg.data)
         if not cfg.data.val_size:
@@ -136,8 +138,8 @@ class SyntheticData(Data):
         self.flip = cfg.data.flip
         super().__init__(
             name="synthetic",
-            classes=[f"class{i}" for i in range(10)],
-            in_channels=3,
+            classes=[f"class{i}" for i in range(c)],
+            in_channels=ch,
             sizes={k: len(i) for k, i in idx.items()},
             held_out=bool(cfg.data.val_size),
             input_size=input_size,

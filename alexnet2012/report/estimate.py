@@ -21,9 +21,8 @@ import sys
 from dataclasses import dataclass, replace
 
 from alexnet2012.config import Config, load_config
+from alexnet2012.data.shape import FASHION_MNIST_TRAIN
 from alexnet2012.nets.model import FULL_WIDTHS
-
-FASHION_MNIST_TRAIN = 60_000
 
 
 @dataclass(frozen=True)
