@@ -83,7 +83,7 @@ def cmd_train(args) -> int:
 
     cfg = _config(args)
     summary = loop.run(cfg, resume=start_policy(cfg, bool(args.resume)), replace=args.replace)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if _rank() == 0:
         keys = ("test/top1_err", "test/top5_err", "test/loss", "images_per_s", "wall_s")
         print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=1))
     return 0
@@ -242,11 +242,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _rank() -> int:
+    """This process's global rank as torchrun sets it (0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv and not argv[0].startswith("-") else None
     args = build_parser(command).parse_args(argv)
-    rank = int(os.environ.get("RANK", "0"))
+    rank = _rank()
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s" if "RANK" in os.environ

@@ -4,8 +4,8 @@
 are longer by nature: rank 0 writing a checkpoint while the other ranks wait for it (about
 0.5 GB at full size, perhaps on network storage), a resume reading one, and the first compiled
 step and evaluation, where each rank compiles its graphs. :func:`patient` gives every process
-group of the run a longer timeout (``SLOW_TIMEOUT_S``) for such a section and the short one
-back after it, so a slow filesystem or compiler does not read as a dead peer.
+group of the run a longer timeout (``parallel.slow_timeout_s``) for such a section and the short
+one back after it, so a slow filesystem or compiler does not read as a dead peer.
 
 Under NCCL a collective that waits for a dead or stopped peer raises nothing: the host runs on
 until it next waits for the GPU, and NCCL's own watchdog ends the process with its text after
@@ -30,7 +30,6 @@ from alexnet2012.parallel import comm
 
 log = logging.getLogger("alexnet2012.training.loop")  # where the run's other failures are told
 
-SLOW_TIMEOUT_S = 1800  # a save, a resume's load, a first compile: gloo's default timeout
 NCCL_BACKSTOP = 2  # NCCL's groups time out at this many times parallel.timeout_s
 
 
@@ -41,10 +40,9 @@ def group_timeout(seconds: float, backend: str) -> float:
 
 
 def slow_timeout_s(cfg) -> float:
-    """The patient sections' timeout: ``parallel.slow_timeout_s`` (0 or unset: the default
-    ``SLOW_TIMEOUT_S``); never below ``parallel.timeout_s``."""
-    slow = getattr(cfg.parallel, "slow_timeout_s", 0) or SLOW_TIMEOUT_S
-    return max(slow, cfg.parallel.timeout_s)
+    """The patient sections' timeout: ``parallel.slow_timeout_s`` (config/schema.py's default,
+    checked positive), never below ``parallel.timeout_s``."""
+    return max(cfg.parallel.slow_timeout_s, cfg.parallel.timeout_s)
 
 
 class Watchdog:
