@@ -129,7 +129,7 @@ class FolderData(Data):
         out = self._host_buffer((n, s, s, 3))
         mirror = mirror.numpy() & self.flip  # drawn either way, as random_crop_flip does
         jpeg = self.mapped is None  # a JPEG store: this thread decodes the batch, then cuts it
-        src = torch.from_numpy(self.images["train"][rows]) if jpeg else self.mapped
+        src = torch.from_numpy(self.images["train"].decoded(rows)) if jpeg else self.mapped
         crop_into(src, np.arange(n) if jpeg else rows, top.numpy(), left.numpy(), mirror, s, out)
         return out, self.labels["train"][rows]
 
