@@ -22,8 +22,9 @@
 #   5. configs/fashion_mnist_2012.yaml as shipped, 10 epochs on one GPU: training seconds and
 #      test error (needs Fashion-MNIST: Debian's package, the cache, or FMNIST_ROOT).
 # Part 2 also times one rank's share of the split net (rank_share) and projects two GPUs from
-# it at assumed link speeds, profiles 5 eager steps of each execution (--profile), and times the
-# fused response norms against their formulas (bench norms).
+# it at assumed link speeds, profiles 5 eager steps of each execution (--profile), times the
+# grouped layers run as one convolution per tower (train.grouped=per_tower) and the fused
+# response norms against their formulas (bench norms).
 # Without CUDA it says so, skips the GPU parts, and runs the same benches tiny on the CPU.
 #
 #   launch/gpu_check.sh                                   # reports in runs/gpu_check
@@ -93,6 +94,9 @@ if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
       --executions streamlined,emulated,rank_share,two_ranks --steps 50 --warmup 10 --flops \
       --json "$OUT/bench_fmnist224_$mode.json"
   done
+  part "2. training throughput, eager, conv2/4/5 as one convolution per tower (train.grouped)" \
+    "$PY" -m alexnet2012 bench "${NET[@]}" train.grouped=per_tower --executions emulated \
+    --steps 50 --warmup 10 --flops --json "$OUT/bench_fmnist224_per_tower.json"
   for amp in true false; do
     part "2. the response norms, fused against the formulas (train.amp=$amp, batch 256, 1x224)" \
       "$PY" -m alexnet2012 bench norms "${NET[@]}" "train.amp=$amp" --steps 20 \

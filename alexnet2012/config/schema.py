@@ -108,6 +108,10 @@ class TrainConfig:
     eval_every: int = 0  # steps between validations inside an epoch (0 = at epoch ends only)
     checkpoint_every: int = 0  # steps; 0 = at each epoch end only
     amp: bool = False  # bf16 autocast
+    # how a layer that reads its own tower only (conv2, conv4, conv5 in one process) runs: one
+    # grouped convolution, or one convolution per tower concatenated (the same arithmetic; which
+    # is faster is the library's business: bench measures both)
+    grouped: str = choice("native", "native", "per_tower")
     channels_last: bool = False
     compile: bool = False
     device: str = choice("auto", "auto", "cpu", "cuda")

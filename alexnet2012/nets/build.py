@@ -20,7 +20,7 @@ def build_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
     m, size = cfg.model, input_size(cfg)
     widths = tuple(m.widths) or None
     if m.name == "alexnet2012":
-        return AlexNet2012(
+        net = AlexNet2012(
             num_classes=num_classes,
             in_channels=in_channels,
             preset=m.preset,
@@ -34,6 +34,9 @@ def build_model(cfg: Config, num_classes: int, in_channels: int) -> nn.Module:
             init=m.init,
             seed=cfg.seed,
         )
+        for block in net.blocks():
+            block.per_tower = cfg.train.grouped == "per_tower"
+        return net
     if m.name == "streamlined":
         init = init_for(m.name, m.init)
         return baselines.seeded(

@@ -102,9 +102,15 @@ class Block(nn.Module):
         self.bias = nn.Parameter(torch.empty(cout))
         self.pre = pre if pre is not None else nn.Identity()
         self.post = nn.Sequential()
+        self.per_tower = False  # a grouped conv as one conv per tower (train.grouped)
 
     def op(self, x, weight, bias, groups: int = 1):
         """The layer's convolution or product with the given weights (no pre/post ops)."""
+        if self.kernel and groups > 1 and self.per_tower:  # train.grouped=per_tower
+            xs, ws = x.chunk(groups, dim=1), weight.chunk(groups, dim=0)
+            bs = bias.chunk(groups) if bias is not None else (None,) * groups
+            convs = zip(xs, ws, bs, strict=True)
+            return torch.cat([F.conv2d(*c, self.stride, self.padding) for c in convs], dim=1)
         if self.kernel:
             return F.conv2d(x, weight, bias, self.stride, self.padding, 1, groups)
         return grouped_linear(x, weight, bias, groups)

@@ -26,6 +26,7 @@ MAY_CHANGE = {
     "train.device": "where the same steps run (a resume on another machine)",
     "train.compile": "how fast the same steps run",
     "train.channels_last": "how fast the same steps run",
+    "train.grouped": "how fast the same steps run",
     "data.root": "where the same data lives (a run folder moved to another machine)",
     "data.workers": "loader threads: the same batches",
     "data.ten_view": "an evaluation extra at the end",

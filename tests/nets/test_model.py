@@ -1,5 +1,7 @@
 """The two-tower network against the facts of ref §1 and the baselines of ref §5."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -234,3 +236,31 @@ def test_lrn_equals_torch():
     g = torch.randn_like(want)
     got.backward(g), want.backward(g)
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_grouped_layers_per_tower_equal_one_grouped_convolution():
+    """train.grouped=per_tower runs conv2, conv4 and conv5 as one convolution per tower: the
+    same logits and every gradient as the grouped convolution (float64), in both layouts."""
+    from alexnet2012.config import load_config
+    from alexnet2012.nets.build import build_model
+
+    debug = Path(__file__).resolve().parents[2] / "configs" / "debug.yaml"
+    x = torch.randn(3, 1, 95, 95, dtype=torch.float64)
+    y = torch.tensor([0, 3, 7])
+    out = {}
+    for grouped in ("native", "per_tower"):
+        cfg = load_config(str(debug), [f"train.grouped={grouped}", "model.dropout=none"])
+        net = build_model(cfg, 10, 1).double()
+        assert [b.per_tower for b in net.blocks()] == [grouped == "per_tower"] * 8
+        for channels_last in (False, True):
+            inp = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            net.zero_grad()
+            logits = net(inp)
+            torch.nn.functional.cross_entropy(logits, y).backward()
+            grads = {k: p.grad.clone() for k, p in net.named_parameters()}
+            out[grouped, channels_last] = (logits.detach(), grads)
+    for key, (logits, grads) in out.items():
+        ref_logits, ref_grads = out["native", False]
+        torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-12)
+        for k, g in grads.items():
+            torch.testing.assert_close(g, ref_grads[k], rtol=1e-9, atol=1e-12, msg=f"{key} {k}")
