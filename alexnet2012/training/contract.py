@@ -29,6 +29,7 @@ MAY_CHANGE = {
     "train.grouped": "how fast the same steps run",
     "data.root": "where the same data lives (a run folder moved to another machine)",
     "data.workers": "loader threads: the same batches",
+    "data.crop_on": "where the same crops are cut (bit-identical batches, tested)",
     "data.ten_view": "an evaluation extra at the end",
     "parallel.timeout_s": "how long a rank waits for a peer",
     "parallel.slow_timeout_s": "how long a rank waits for a peer",
