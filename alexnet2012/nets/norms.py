@@ -75,16 +75,41 @@ def _denominator(x, axis, groups, size, scale, k):
     return k + _step(axis, size, scale) * _window_sum(x * x, axis, groups, size)
 
 
+CHUNK = 2**19  # elements a CPU pass works on at once: a few MB, so its temporaries stay cached
+
+
+def _by_samples(fn, *tensors):
+    """``fn`` on the batch in chunks of about :data:`CHUNK` elements, the results concatenated:
+    the same arithmetic (nothing here mixes samples), and on the CPU at full size 1.4-2.8x
+    faster than the formulas' whole-batch passes, whose temporaries spill out of the cache
+    (BENCHMARKS, "Response norms, fused")."""
+    per = max(tensors[0][0].numel(), 1) if len(tensors[0]) else 1
+    n = max(1, CHUNK // per)
+    if len(tensors[0]) <= n:
+        return fn(*tensors)
+    parts = [fn(*chunk) for chunk in zip(*(t.split(n) for t in tensors), strict=True)]
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+    return torch.cat(parts)
+
+
 def _forward_torch(x, axis, groups, size, scale, beta, k):
-    d = _denominator(x, axis, groups, size, scale, k)
-    return x / d.pow(beta), d
+    def fwd(x):
+        d = _denominator(x, axis, groups, size, scale, k)
+        return x / d.pow(beta), d
+
+    return _by_samples(fwd, x)
 
 
 def _backward_torch(g, x, d, axis, groups, size, scale, beta):
     s = _step(axis, size, scale)
-    p = d.pow(-beta)
-    t = g * x * p / d  # g_i * a_i * d_i^(-beta-1)
-    return g * p - (2 * beta * s) * x * _window_sum(t, axis, groups, size, mirror=True)
+
+    def bwd(g, x, d):
+        p = d.pow(-beta)
+        t = g * x * p / d  # g_i * a_i * d_i^(-beta-1)
+        return g * p - (2 * beta * s) * x * _window_sum(t, axis, groups, size, mirror=True)
+
+    return _by_samples(bwd, g, x, d)
 
 
 def _in_fp32(x: torch.Tensor) -> torch.Tensor:

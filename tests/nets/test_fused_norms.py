@@ -65,6 +65,20 @@ def test_torch_path_equals_formula(case, channels_last):
             assert out.is_contiguous(memory_format=torch.channels_last) or case[1] == CHANNEL
 
 
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_batch_chunks_give_the_whole_batch_result(case, monkeypatch):
+    """The CPU path works through the batch a few samples at a time (norms.CHUNK): the output
+    and gradient of one pass (one sample per chunk here), up to the last bit of fp32 where a
+    chunk's vectorised and scalar tails round differently."""
+    from alexnet2012.nets import norms
+
+    whole = _pair(case, torch.float32, True)
+    monkeypatch.setattr(norms, "CHUNK", 600)  # 12 x 7 x 6 = 504 elements a sample
+    chunked = _pair(case, torch.float32, True)
+    for a, b in zip(whole[:2], chunked[:2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=case[0])
+
+
 def test_lrn_forward_is_the_formulas_result_bit_for_bit():
     """LRN's CPU forward is the formula's arithmetic in the same order (the same-map norm sums
     its square as rows then columns, not avg_pool2d's order: within fp32 rounding above)."""
