@@ -11,11 +11,13 @@ import torch.nn.functional as F
 from fakedata import make_fashion
 from imagetree import make_tree
 
+from alexnet2012 import cli
 from alexnet2012.config import Config
 from alexnet2012.data import DataError, Store, build_data, fashion_mnist, transforms
 from alexnet2012.data.idx import read_images, read_labels, write_idx
 from alexnet2012.data.loader import STREAM_ORDER, generator
 from alexnet2012.data.prepare import prepare_main
+from alexnet2012.data.shape import data_shape
 
 SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 
@@ -267,3 +269,31 @@ def test_synthetic_is_learnable():
     xt, yt = next(data.eval_batches(100))
     pred = torch.cdist(xt.mean((2, 3)), centres).argmin(1)
     assert (pred == yt).float().mean() > 0.9
+
+
+# ---------------------------------------------------------------- the data's shape (data/shape.py)
+
+
+def test_each_data_set_has_the_shape_the_resolver_gives(tmp_path):
+    prepare_main(str(make_tree(tmp_path / "src")), str(tmp_path / "store"), size=32, workers=0)
+    cases = {
+        "fashion_mnist": cfg_for("fashion_mnist", make_fashion(tmp_path / "fm", n_train=60)),
+        "synthetic": cfg_for("synthetic", synthetic_size=64),
+        "imagefolder": cfg_for("imagefolder", tmp_path / "store"),
+    }
+    for name, cfg in cases.items():
+        classes, channels, images = data_shape(cfg)
+        data = build_data(cfg, 24, "cpu")
+        assert (classes, channels) == (data.num_classes, data.in_channels), name
+        if name != "fashion_mnist":  # the resolver counts the real set's 60,000
+            assert images == data.sizes["train"], name
+
+
+def test_summary_builds_the_net_of_the_configured_data(capsys):
+    """``summary`` of the synthetic set: 10 classes of 3-channel images (once a 1000-class net)."""
+    debug = str(Path(__file__).resolve().parents[2] / "configs" / "debug.yaml")
+    assert cli.main(["summary", "--config", debug, "data.name=synthetic"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith("input 3x95x95, 10 classes"), first
+    assert cli.main(["summary", "--config", debug]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("input 1x95x95, 10 classes")
