@@ -20,14 +20,7 @@
 # ALEXNET2012_NO_SETUP=1: no .venv set-up; run from the source tree with $PYTHON (default
 # python3), as on a GPU machine with torch, numpy and pyyaml but nothing installed.
 set -euo pipefail
-if [[ -n ${ALEXNET2012_NO_SETUP:-} ]]; then
-  cd "$(dirname "$0")/.."
-  py=${PYTHON:-python3}
-  export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
-else
-  source "$(dirname "$0")/setup.sh" # cd to the repository root, .venv on PATH
-  py=python
-fi
+source "$(dirname "$0")/runs.sh" # $py, train_run
 
 scale=${1:-fmnist}
 shift || true
@@ -78,25 +71,13 @@ dirs=()
 for v in "${variants[@]}"; do
   cfg=configs/fidelity/${scale}_${v}.yaml
   for s in "${seeds[@]}"; do
-    dir=$out/$v-s$s
-    dirs+=("$dir")
-    if [[ -f $dir/summary.json ]]; then
-      echo "== $dir: done, skipped"
-      continue
-    fi
-    if compgen -G "$dir/checkpoints/ckpt-*.pt" >/dev/null; then
-      args=(train --resume "$dir")
-    else
-      args=(train --config "$cfg" "run.dir=$dir" "run.name=$v-s$s" "seed=$s"
-        "wandb.job_type=$v" "${extra[@]}")
-    fi
+    dirs+=("$out/$v-s$s")
+    ranks=2
     if [[ $v == half ]] || ((gpus == 1)) || [[ $scale == fullsize && $gpus == 0 ]]; then
-      echo "== $dir: one process"
-      "$py" -m alexnet2012 "${args[@]}"
-    else
-      echo "== $dir: two towers, torchrun --nproc_per_node=2"
-      "$py" -m torch.distributed.run --standalone --nproc_per_node=2 -m alexnet2012 "${args[@]}"
+      ranks=1
     fi
+    train_run "$out/$v-s$s" "$ranks" "$cfg" "run.name=$v-s$s" "seed=$s" "wandb.job_type=$v" \
+      "${extra[@]}"
   done
 done
 "$py" -m alexnet2012 compare "${dirs[@]}" --paper --out "$out/report"

@@ -20,14 +20,7 @@
 # with torchrun when there are 2+ GPUs. ALEXNET2012_NO_SETUP=1: no .venv set-up; run from the
 # source tree with $PYTHON (default python3), as on a GPU machine with torch, numpy and pyyaml.
 set -euo pipefail
-if [[ -n ${ALEXNET2012_NO_SETUP:-} ]]; then
-  cd "$(dirname "$0")/.."
-  py=${PYTHON:-python3}
-  export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
-else
-  source "$(dirname "$0")/setup.sh" # cd to the repository root, .venv on PATH
-  py=python
-fi
+source "$(dirname "$0")/runs.sh" # $py, train_run
 seeds=("$@")
 ((${#seeds[@]} > 0)) || seeds=(1 2)
 out=${OUT:-runs/fullsize_grid}
@@ -56,25 +49,11 @@ gpus=$("$py" -c "import torch; print(torch.cuda.device_count())")
 dirs=()
 for c in "${cells[@]}"; do
   for s in "${seeds[@]}"; do
-    dir=$out/$c-s$s
-    dirs+=("$dir")
-    if [[ -f $dir/summary.json ]]; then
-      echo "== $dir: done, skipped"
-      continue
-    fi
-    if compgen -G "$dir/checkpoints/ckpt-*.pt" >/dev/null; then
-      args=(train --resume "$dir")
-    else
-      args=(train --config "${config[$c]}" "run.dir=$dir" "run.name=$c-s$s" "seed=$s"
-        "wandb.group=fullsize_grid" "wandb.job_type=$c" "${extra[@]}")
-    fi
-    if [[ $c == two_tower@* ]] && ((gpus >= 2)); then
-      echo "== $dir: ${config[$c]}, two towers on 2 ranks (torchrun)"
-      "$py" -m torch.distributed.run --standalone --nproc_per_node=2 -m alexnet2012 "${args[@]}"
-    else
-      echo "== $dir: ${config[$c]}, one process"
-      "$py" -m alexnet2012 "${args[@]}"
-    fi
+    dirs+=("$out/$c-s$s")
+    ranks=1
+    [[ $c == two_tower@* ]] && ((gpus >= 2)) && ranks=2
+    train_run "$out/$c-s$s" "$ranks" "${config[$c]}" "run.name=$c-s$s" "seed=$s" \
+      "wandb.group=fullsize_grid" "wandb.job_type=$c" "${extra[@]}"
   done
 done
 "$py" -m alexnet2012 compare "${dirs[@]}" --out "$out/report"

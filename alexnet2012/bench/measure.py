@@ -35,10 +35,9 @@ from alexnet2012.training.step import TrainStep
 
 log = logging.getLogger(__name__)
 
-EXECUTIONS = ("two_ranks", "emulated", "streamlined", "torchvision", "rank_share")
-DEFAULT_EXECUTIONS = EXECUTIONS[
-    :4
-]  # rank_share (one rank's share, for bench/project.py): asked for
+# rank_share (one rank's share, for bench/project.py) runs only when asked for
+DEFAULT_EXECUTIONS = ("two_ranks", "emulated", "streamlined", "torchvision")
+EXECUTIONS = (*DEFAULT_EXECUTIONS, "rank_share")
 SPLIT = ("two_ranks", "rank_share")  # the executions that split the net into towers
 
 
@@ -64,7 +63,7 @@ class Job:
 
 def config_for(cfg: Config, execution: str, fc8: str | None = None) -> Config:
     """``cfg`` with the network ``execution`` runs: the two-tower net or a baseline."""
-    name = "alexnet2012" if execution in ("two_ranks", "emulated", "rank_share") else execution
+    name = "alexnet2012" if execution in (*SPLIT, "emulated") else execution
     init = cfg.model.init
     if name == "alexnet2012" and init not in ALEXNET2012_INITS:
         init = "preset"  # the baselines' inits do not apply to the two-tower net

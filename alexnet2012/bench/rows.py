@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from alexnet2012 import config
-from alexnet2012.bench.measure import Job
+from alexnet2012.bench.measure import SPLIT, Job
 from alexnet2012.config import Config
 from alexnet2012.nets.build import build_model, input_size
 
@@ -30,7 +30,7 @@ def summarise(job: Job, ranks: list[dict], epoch_images: int, flops: dict | None
     points = sorted({k for r in ranks for k in r["bytes_by_point"]})
     row = {
         "name": job.name, "execution": job.execution, "model": cfg.model.name,
-        "fc8": cfg.parallel.fc8 if job.execution in ("two_ranks", "rank_share") else None,
+        "fc8": cfg.parallel.fc8 if job.execution in SPLIT else None,
         "world_size": job.world_size, "device": ranks[0]["device"],
         "backend": ranks[0]["backend"], "threads_per_rank": [r["threads"] for r in ranks],
         "overlapped": ranks[0]["overlapped"],
