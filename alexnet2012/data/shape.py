@@ -32,4 +32,5 @@ def data_shape(cfg: Config) -> tuple[int, int, int]:
 
             store = Store(d.root)
             classes, n = len(store.classes), store.count("train")
+    n -= d.val_size  # held out for validation (data/loader.py splits)
     return classes, channels, min(n, d.train_subset) if d.train_subset else n

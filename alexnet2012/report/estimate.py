@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, replace
 
 from alexnet2012.config import Config, load_config
-from alexnet2012.data.shape import FASHION_MNIST_TRAIN
+from alexnet2012.data.shape import data_shape
 from alexnet2012.nets.model import FULL_WIDTHS
 
 
@@ -74,11 +74,7 @@ COMPARE_S = 5  # `alexnet2012 compare` over two runs (log-1.txt)
 
 def training_images(cfg: Config) -> int:
     """Images a run trains on: full batches per epoch times epochs, or ``train.max_steps``."""
-    d, t = cfg.data, cfg.train
-    n = d.synthetic_size if d.name == "synthetic" else FASHION_MNIST_TRAIN
-    n -= d.val_size
-    if d.train_subset:
-        n = min(n, d.train_subset)
+    t, (_, _, n) = cfg.train, data_shape(cfg)
     steps = max(n // t.batch_size, 1) * t.epochs
     if t.max_steps:
         steps = min(steps, t.max_steps)

@@ -42,13 +42,13 @@ def per_rank_keys(d: dict) -> dict:
 
 
 class RunLogger:
-    """Writes one run folder; forwards the same numbers to W&B when ``wandb_cfg`` asks for it.
+    """Writes one run folder; forwards the same numbers to W&B once :meth:`start_wandb` ran.
 
     ``resume_step=k`` drops lines of an existing ``metrics.jsonl`` whose step is past ``k``
     (they were logged after the checkpoint being resumed), then appends.
     """
 
-    def __init__(self, run_dir, cfg_dict=None, wandb_cfg=None, resume_step=None, run_name=None):
+    def __init__(self, run_dir, resume_step=None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / METRICS
@@ -58,9 +58,7 @@ class RunLogger:
         self._summary = {}
         if (self.run_dir / SUMMARY).exists():
             self._summary = json.loads((self.run_dir / SUMMARY).read_text())
-        self._wandb = None  # the W&B run, or None when W&B is off
-        if wandb_cfg is not None:
-            self.start_wandb(wandb_cfg, cfg_dict, run_name)
+        self._wandb = None  # the W&B run, or None when W&B is off (start_wandb)
 
     @staticmethod
     def _truncate(path: Path, resume_step: int) -> None:

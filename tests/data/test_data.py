@@ -278,7 +278,7 @@ def test_each_data_set_has_the_shape_the_resolver_gives(tmp_path):
     prepare_main(str(make_tree(tmp_path / "src")), str(tmp_path / "store"), size=32, workers=0)
     cases = {
         "fashion_mnist": cfg_for("fashion_mnist", make_fashion(tmp_path / "fm", n_train=60)),
-        "synthetic": cfg_for("synthetic", synthetic_size=64),
+        "synthetic": cfg_for("synthetic", synthetic_size=64, val_size=16),  # 48 to train
         "imagefolder": cfg_for("imagefolder", tmp_path / "store"),
     }
     for name, cfg in cases.items():

@@ -130,7 +130,7 @@ def test_damaged_jpeg_store_says_so(stores, tmp_path, where):
             byte = f.read(1)
             f.seek(offset + length // 2)
             f.write(bytes([byte[0] ^ 0x55]))
-    want = "does not decode.*" + ("Not a JPEG|JPEG|RuntimeError" if where == "start" else "CRC-32")
+    want = "does not decode.*" + ("(JPEG|RuntimeError)" if where == "start" else "CRC-32")
     for decode_on in ("host", "device"):
         with pytest.raises(DataError, match=want + ".*rerun") as e:
             batches(bad, decode_on=decode_on, workers=0)

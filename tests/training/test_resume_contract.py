@@ -59,14 +59,6 @@ def test_each_refused_key_is_named_with_both_values(key):
     assert f"train --from {ckpt} run.dir=runs/a-variant {key}=" in text
 
 
-@pytest.mark.parametrize("key", sorted(k for k in KEYS if contract.may_change(k)))
-def test_what_a_resume_may_change_is_not_refused(key):
-    was, now = to_dict(Config()), to_dict(Config())
-    section, _, name = key.rpartition(".")
-    now[section][name] = other(KEYS[key])
-    assert contract.refused(was, now) == []
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> Path:
     """A run of 2 epochs stopped at step 4 (the end of its first), checkpoint at step 4."""
@@ -122,7 +114,15 @@ def test_run_dir_is_refused_on_resume_and_names_the_way_on(saved, tmp_path, caps
 
 def test_lengthening_a_run_adds_no_duplicate_line(saved, tmp_path):
     run_dir = shutil.copytree(saved, tmp_path / "run")
-    summary = resume(run_dir, "train.max_steps=6", "train.lr=0.005", "train.log_every=1")
+    summary = resume(
+        run_dir,
+        "train.max_steps=6",
+        "train.lr=0.005",
+        "train.log_every=1",
+        "data.workers=3",
+        "run.name=again",
+        "wandb.project=other",
+    )  # all allowed
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     kinds = [(r["step"], "val/loss" in r) for r in rows]
     assert len(kinds) == len(set(kinds)), kinds
