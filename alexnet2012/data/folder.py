@@ -116,7 +116,10 @@ class FolderData(Data):
         rows, s = self.index[split][idx.numpy()], self.store_size
         order = np.argsort(rows, kind="stable")
         batch = self._host_buffer((len(rows), s, s, 3))  # read straight into what is sent
-        batch.numpy()[order] = self.images[split][rows[order]]  # read the memmap in file order
+        if self.mapped is None:  # a JPEG store: each image decoded into its slot
+            self.images[split].decode_into(rows, batch.numpy())
+        else:
+            batch.numpy()[order] = self.images[split][rows[order]]  # the memmap in file order
         return batch, self.labels[split][rows]
 
     def _crops(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:

@@ -150,7 +150,7 @@ class JpegImages:
 
     def __getitem__(self, rows) -> np.ndarray:
         rows = np.asarray(rows).reshape(-1)
-        return self._decode_into(rows, np.empty((len(rows), *self.shape[1:]), np.uint8))
+        return self.decode_into(rows, np.empty((len(rows), *self.shape[1:]), np.uint8))
 
     def decoded(self, rows) -> np.ndarray:
         """``self[rows]`` in this thread's scratch buffer, which its next call overwrites: a
@@ -160,9 +160,10 @@ class JpegImages:
         buf = getattr(self._local, "buf", None)
         if buf is None or len(buf) < len(rows):
             buf = self._local.buf = np.empty((len(rows), *self.shape[1:]), np.uint8)
-        return self._decode_into(rows, buf[: len(rows)])
+        return self.decode_into(rows, buf[: len(rows)])
 
-    def _decode_into(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def decode_into(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The images of ``rows`` decoded on this thread straight into ``out`` (n, S, S, 3)."""
         for k, data in enumerate(self.blobs(rows)):
             try:
                 out[k] = decode_host(data)
