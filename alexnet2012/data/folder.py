@@ -15,6 +15,7 @@ import torch
 
 from alexnet2012.config import pixel_scale
 from alexnet2012.data.errors import DataError
+from alexnet2012.data.jpegstore import JpegImages
 from alexnet2012.data.loader import Data, splits
 from alexnet2012.data.store import Store
 from alexnet2012.data.transforms import (
@@ -42,6 +43,16 @@ def _decode_on_device(store: Store, d, device: torch.device) -> bool:
         )
     auto = device.type == "cuda" if d.decode_on == "auto" else d.decode_on == "device"
     return store.kind == "jpeg" and auto
+
+
+def _read_into(images, rows: np.ndarray, out: np.ndarray) -> None:
+    """The stored images of ``rows`` into ``out``: a JPEG store decodes each into its slot, a
+    raw store's memory map is read in file order."""
+    if isinstance(images, JpegImages):
+        images.decode_into(rows, out)
+        return
+    order = np.argsort(rows, kind="stable")
+    out[order] = images[rows[order]]
 
 
 class FolderData(Data):
@@ -114,12 +125,8 @@ class FolderData(Data):
     def _read(self, split: str, idx: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         """The stored (B, 256, 256, 3) uint8 images of ``idx`` and their labels, on the host."""
         rows, s = self.index[split][idx.numpy()], self.store_size
-        order = np.argsort(rows, kind="stable")
         batch = self._host_buffer((len(rows), s, s, 3))  # read straight into what is sent
-        if self.mapped is None:  # a JPEG store: each image decoded into its slot
-            self.images[split].decode_into(rows, batch.numpy())
-        else:
-            batch.numpy()[order] = self.images[split][rows[order]]  # the memmap in file order
+        _read_into(self.images[split], rows, batch.numpy())
         return batch, self.labels[split][rows]
 
     def _crops(self, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, np.ndarray]:
