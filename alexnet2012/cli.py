@@ -270,9 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alexnet2012 {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except RuntimeError as e:  # a run that stopped: a signal, a non-finite loss, a lost peer
-        from alexnet2012.parallel.torchrun import PeerError
+        from alexnet2012.control.stopping import Interrupted
+        from alexnet2012.control.torchrun import PeerError
         from alexnet2012.training.snapshot import TrainingError
-        from alexnet2012.training.stopping import Interrupted
 
         if not isinstance(e, Interrupted | TrainingError | PeerError):
             raise

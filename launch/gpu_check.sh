@@ -14,7 +14,7 @@
 #      (60000 / images/s), TFLOP/s and the share of one H100's peak.
 #   3. alexnet2012 bench data: each input pipeline on the GPU against the training step.
 #   4. The 2012 pipeline from a prepared store (640 ImageNet-sized JPEGs made and prepared
-#      here): the host's share per core (python -m alexnet2012.data.loadbench), and bench data
+#      here): the host's share per core (python -m alexnet2012.bench.loadbench), and bench data
 #      at full size with the crops cut on the host (data.crop_on=host) and on the GPU (device).
 #      The same for a JPEG store (prepare --format jpeg; needs torchvision): decode per core,
 #      loader threads 1..16 for both stores, and training images/s delivered to the GPU (a JPEG
@@ -106,10 +106,10 @@ if "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
     "$PY" -m alexnet2012 bench data "${NET[@]}" --steps 50 --warmup 10 \
     --json "$OUT/bench_data_fmnist224.json"
   part "4. the 2012 pipeline from a store: the host's share per core" \
-    "$PY" -m alexnet2012.data.loadbench --store "$OUT/store" --make 640 --batches 20 \
+    "$PY" -m alexnet2012.bench.loadbench --store "$OUT/store" --make 640 --batches 20 \
     --workers 1 2 4 8 16 --json "$OUT/loadbench.json"
   part "4. the 2012 pipeline from a JPEG store: decode per core, threads, GPU delivery" \
-    "$PY" -m alexnet2012.data.loadbench --store "$OUT/jstore" --make 640 --format jpeg \
+    "$PY" -m alexnet2012.bench.loadbench --store "$OUT/jstore" --make 640 --format jpeg \
     --batches 20 --workers 1 2 4 8 16 --json "$OUT/loadbench_jpeg.json"
   for crop in host device; do
     part "4. the 2012 pipeline from a store on the GPU, data.crop_on=$crop" \
@@ -135,7 +135,7 @@ else
     --json "$OUT/bench_cpu_tiny.json"
   part "3. (CPU, tiny) input pipelines" "$PY" -m alexnet2012 bench data "${NET[@]}" \
     --steps 3 --warmup 1 --json "$OUT/bench_data_cpu_tiny.json"
-  part "4. (CPU, tiny) the 2012 pipeline from a store" "$PY" -m alexnet2012.data.loadbench \
+  part "4. (CPU, tiny) the 2012 pipeline from a store" "$PY" -m alexnet2012.bench.loadbench \
     --store "$OUT/store" --make 24 --batch 8 --batches 3 --json "$OUT/loadbench.json"
   part "2. (CPU, tiny) one rank's share, projected to two devices; where the steps go" \
     "$PY" -m alexnet2012 bench "${NET[@]}" --executions rank_share --steps 2 --warmup 1 \

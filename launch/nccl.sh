@@ -1,7 +1,7 @@
 # NCCL's failure settings, sourced by every launch script that may run on GPUs (docs/failures.md,
 # "Under NCCL"). The run's own stall watchdog ends a rank whose peer is lost after
 # parallel.timeout_s with the project's one-line message; NCCL's watchdog is the backstop at
-# twice that (alexnet2012/parallel/watchdog.py). Values already in the environment win.
+# twice that (alexnet2012/control/watchdog.py). Values already in the environment win.
 
 # 3 (PyTorch's default, stated because the backstop relies on it): a collective that times out
 # or fails makes NCCL's watchdog take the process down (SIGABRT) instead of running on

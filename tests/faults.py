@@ -18,7 +18,7 @@ that writes checkpoints, rank 0). ``attempt``: the torchrun restart
 half written), ``sidecar`` (payload and checksum written, not yet renamed into place) or
 ``rename`` (renamed, old checkpoints not yet removed).
 
-:class:`FaultHooks` acts on them at the trainer's hook points (:mod:`alexnet2012.training.hooks`):
+:class:`FaultHooks` acts on them at the trainer's hook points (:mod:`alexnet2012.control.hooks`):
 ``install()`` puts it in place in this process, and ``python tests/faultrun.py train ...`` (also
 as torchrun's script) runs the CLI with it installed. The variable is parsed once per distinct
 value (a malformed value is a ValueError, so the CLI exits with status 2); when it is unset each
@@ -34,8 +34,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from alexnet2012.parallel.torchrun import restart_count
-from alexnet2012.training import hooks
+from alexnet2012.control import hooks
+from alexnet2012.control.torchrun import restart_count
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def _rank_main(rank: int, fn: Callable, world_size: int, work: str, args: tuple)
     """One spawned rank: join the group, run ``fn``, write its result or its traceback."""
     import torch.distributed as dist
 
-    from alexnet2012.parallel import torchrun
+    from alexnet2012.control import torchrun
 
     torch.set_num_threads(1)  # two ranks on two cores: one thread each (parallel.md)
     out = Path(work)

@@ -28,10 +28,10 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
+from alexnet2012.control import stopping
 from alexnet2012.nets.model import AlexNet2012
 from alexnet2012.parallel import comm
 from alexnet2012.parallel.execution import Execution
-from alexnet2012.training import stopping
 
 try:
     import pytest
@@ -198,7 +198,7 @@ def _compile() -> list[str]:
 
 
 def _vote() -> list[str]:
-    """The stop vote's pinned copy and event (tests/training/test_stopping.py: two ranks)."""
+    """The stop vote's pinned copy and event (tests/control/test_stopping.py: two ranks)."""
     env = SimpleNamespace(world_size=2, device=torch.device(DEVICE), world=comm.single())
     vote, first = stopping.StopVote(env, every=10), None
     assert vote.deferred

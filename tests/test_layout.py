@@ -7,8 +7,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "alexnet2012"
 # the levels, highest first: a module may import its own level or lower ones, never higher
-LEVEL = {"cli": 5, "__main__": 5, "training": 4, "bench": 4, "report": 4, "weights": 4,
-         "parallel": 3, "data": 3, "nets": 2, "config": 1, "files": 1}  # fmt: skip
+LEVEL = {"cli": 6, "__main__": 6, "training": 5, "bench": 5, "report": 5, "weights": 5,
+         "control": 4, "parallel": 3, "data": 3, "nets": 2, "config": 1, "files": 1}  # fmt: skip
 COLLECTIVES = {
     "all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_single", "broadcast",
     "broadcast_object_list", "reduce_scatter", "reduce_scatter_tensor", "reduce_scatter_single",

@@ -5,7 +5,7 @@ Both ranks run on one host, so their host clocks (``time.perf_counter``: CLOCK_M
 one clock. For each exchange call of a step, the rank that arrives first waits until the other
 arrives (``wait``); from then on the call costs both ranks its latency and transfer (``call``:
 exit minus the later entry). ``alone`` is the same call timed with both ranks starting together
-(:mod:`alexnet2012.parallel.comm.probe`), ``latency`` the same at 4 bytes. A rank's compute is
+(:mod:`alexnet2012.bench.probe`), ``latency`` the same at 4 bytes. A rank's compute is
 its step time less its time in exchanges.
 """
 

@@ -26,8 +26,9 @@ import torch.multiprocessing as mp
 
 from alexnet2012 import config
 from alexnet2012.config import ALEXNET2012_INITS, Config
+from alexnet2012.control import torchrun
 from alexnet2012.nets.build import input_size
-from alexnet2012.parallel import comm, torchrun
+from alexnet2012.parallel import comm
 from alexnet2012.parallel.execution import build_execution
 from alexnet2012.training.optim import build_optimizer
 from alexnet2012.training.state import peak_memory
@@ -152,7 +153,7 @@ def exchange_calls(g: comm.TowerGroup, steps: int) -> list[dict]:
     """The traced exchange calls of ``steps`` steps, one entry per call of a step (host clock
     at entry and exit in each step), each with the time the same call takes alone
     (:func:`.probe.exchange_seconds`: at its size, and at 4 bytes: the latency)."""
-    from alexnet2012.parallel.comm.probe import exchange_seconds
+    from alexnet2012.bench.probe import exchange_seconds
 
     trace, g.trace = g.trace, None
     per_step = len(trace) // steps

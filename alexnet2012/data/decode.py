@@ -13,7 +13,7 @@ What happens to the awkward files of ILSVRC-2012 (each is counted in the ``prepa
   The 2012 pipeline did not rotate, and neither do torchvision's ImageFolder (PIL) loaders that
   pretrained weights are evaluated with, so the stored images match what both saw.
 
-Speed, measured by :mod:`alexnet2012.data.prepbench`: a JPEG at least twice the stored size is
+Speed, measured by :mod:`alexnet2012.bench.prepbench`: a JPEG at least twice the stored size is
 decoded by PIL in draft mode (libjpeg's DCT scaling to 1/2, 1/4, 1/8, never below ``size``; the
 shorter side is checked before the final resize, so no detail is lost); other RGB and greyscale
 JPEGs by ``torchvision.io.decode_jpeg`` when torchvision is installed (libjpeg-turbo as in PIL:

@@ -1,6 +1,4 @@
-"""Running a network across processes: the exchanges (:mod:`.comm`, the only caller of
-collectives), torchrun's environment and process groups (:mod:`.torchrun`), a job across its
-torchrun restarts and Slurm requeues (:mod:`.jobs`), torchrun for schedulers (:mod:`.launcher`,
-``python -m alexnet2012.parallel.launcher``), the split plan
-(:mod:`.plan`), the execution that runs one tower per rank (:mod:`.execution`) and the
-canonical <-> per-rank state (:mod:`.state`)."""
+"""The two-tower split and nothing else: the plan of what each rank holds (:mod:`.plan`), the
+execution that runs one tower per rank (:mod:`.execution`), the canonical <-> per-rank state
+(:mod:`.state`) and the exchanges (:mod:`.comm`, the only caller of collectives). Starting,
+watching and stopping the processes is run control (:mod:`alexnet2012.control`)."""

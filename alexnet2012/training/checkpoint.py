@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
+from alexnet2012.control import hooks
+from alexnet2012.control.runlock import earlier_run
 from alexnet2012.files import DiskFullError, disk_full, fsync_dir, is_disk_full, write_atomic
-from alexnet2012.training import hooks, weights_only
-from alexnet2012.training.runlock import earlier_run
+from alexnet2012.training import weights_only
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def refuse_to_overwrite(run_dir: str | Path) -> None:
         )
 
 
-# parallel/jobs.py names a job in all its attempts (torchrun's run id, Slurm's job id); the names
+# control/jobs.py names a job in all its attempts (torchrun's run id, Slurm's job id); the names
 # of the files are older than Slurm's part in them
 JOB_FILE = "torchrun_job"  # the job that started the run folder
 REFUSED_FILE = "torchrun_refused"  # later jobs refused there (one reused a run id)

@@ -8,7 +8,7 @@ import math
 import torch
 
 from alexnet2012.config import Config
-from alexnet2012.parallel import watchdog
+from alexnet2012.control import watchdog
 from alexnet2012.training.progress import progress
 from alexnet2012.training.state import correct_counts
 from alexnet2012.training.step import autocast, layout
@@ -19,7 +19,7 @@ def evaluate(ex, data, cfg: Config, ten_view: bool = False, split: str = "val") 
 
     Keys ``val/...`` (``val10/...`` for 10 views), or ``test/...`` for the test split. The
     exchanges it makes are not added to the training counters. A compiled network's first
-    evaluation of a split compiles its graphs, under the patient timeout (parallel/watchdog.py).
+    evaluation of a split compiles its graphs, under the patient timeout (control/watchdog.py).
     """
     sent, wait = dict(ex.group.bytes_sent), dict(ex.group.wait_s)
     first = getattr(ex, "compiled", False) and (split, ten_view) not in ex.compiled_for

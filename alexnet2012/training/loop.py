@@ -19,12 +19,14 @@ import torch
 
 from alexnet2012 import config
 from alexnet2012.config import Config
+from alexnet2012.control import hooks, jobs, torchrun, watchdog
+from alexnet2012.control.stopping import Interrupted, StopVote, stop_on_signals
 from alexnet2012.data import build_data
 from alexnet2012.files import DiskFullError
 from alexnet2012.nets.build import input_size
-from alexnet2012.parallel import comm, jobs, torchrun, watchdog
+from alexnet2012.parallel import comm
 from alexnet2012.parallel.execution import build_execution
-from alexnet2012.training import hooks, results, snapshot
+from alexnet2012.training import results, snapshot
 from alexnet2012.training.evaluate import evaluate
 from alexnet2012.training.optim import build_optimizer
 from alexnet2012.training.progress import progress
@@ -32,7 +34,6 @@ from alexnet2012.training.run import Run, claim, out_of_space, resolve_run_dir, 
 from alexnet2012.training.schedule import build_schedule
 from alexnet2012.training.snapshot import TrainingError
 from alexnet2012.training.step import TrainStep
-from alexnet2012.training.stopping import Interrupted, StopVote, stop_on_signals
 from alexnet2012.training.tracking import make_logger
 
 __all__ = ["TrainingError", "evaluate", "run"]
@@ -166,7 +167,7 @@ def _validate(r: Run, data, logger, per_epoch: int, at_epoch_end: bool) -> dict:
 
 def _save(r: Run) -> None:
     """Checkpoint (rank 0 writes); the other ranks wait for the outcome under the patient
-    timeout, not in the next exchange under parallel.timeout_s (parallel/watchdog.py), and a
+    timeout, not in the next exchange under parallel.timeout_s (control/watchdog.py), and a
     write that fails (a full disk) stops every rank with rank 0's message, not "died"."""
     with watchdog.patient(r.cfg, watchdog.groups_of(r.env)):
         _together(r, lambda: snapshot.save(r))

@@ -19,8 +19,10 @@ from pathlib import Path
 import yaml
 
 from alexnet2012.config import Config, ConfigError
+from alexnet2012.control import jobs, torchrun
+from alexnet2012.control.runlock import RunFolderError, RunLock, earlier_run, set_aside
 from alexnet2012.files import DiskFullError, disk_full, is_disk_full
-from alexnet2012.parallel import comm, jobs, torchrun
+from alexnet2012.parallel import comm
 from alexnet2012.training.checkpoint import (
     check_space,
     checkpoints,
@@ -28,7 +30,6 @@ from alexnet2012.training.checkpoint import (
     resumable_by,
     step_of,
 )
-from alexnet2012.training.runlock import RunFolderError, RunLock, earlier_run, set_aside
 from alexnet2012.training.state import RunState
 
 log = logging.getLogger(__name__)

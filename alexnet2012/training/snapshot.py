@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from alexnet2012 import config
-from alexnet2012.parallel import comm, jobs
+from alexnet2012.control import jobs
+from alexnet2012.parallel import comm
 from alexnet2012.training import checkpoint, contract
 from alexnet2012.training.optim import load_optimizer_state_by_name, optimizer_state_by_name
 from alexnet2012.training.run import Run, resume_advice

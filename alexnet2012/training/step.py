@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 
 from alexnet2012.config import Config
+from alexnet2012.control import hooks, watchdog
 from alexnet2012.nets.layers import set_dropout_step
-from alexnet2012.parallel import comm, watchdog
-from alexnet2012.training import hooks
+from alexnet2012.parallel import comm
 
 
 def autocast(cfg: Config, device: torch.device):
@@ -65,7 +65,7 @@ class TrainStep:
     def _compile_first(self, x: torch.Tensor) -> None:
         """Before the first compiled step: each rank compiles its graphs on its own (no peer
         waits in an exchange meanwhile), then the ranks wait for the slowest, all under the
-        patient timeout (parallel/watchdog.py). The gradients it leaves are zeroed below."""
+        patient timeout (control/watchdog.py). The gradients it leaves are zeroed below."""
         ex = self.ex
         with watchdog.patient(self.cfg, watchdog.groups_of(ex)):
             with autocast(self.cfg, self.device):

@@ -219,7 +219,7 @@ def test_bench_times_the_step_training_runs(tmp_path, monkeypatch):
     """``train`` and ``bench`` both run :class:`TrainStep`: the same step, counted in each."""
     from alexnet2012 import config as cfgmod
     from alexnet2012.bench import measure
-    from alexnet2012.parallel import torchrun
+    from alexnet2012.control import torchrun
     from alexnet2012.training import loop, step
 
     calls = []

@@ -163,7 +163,7 @@ def test_wrong_store_format_for_the_config(stores, tmp_path, capsys):
 
 
 def test_loadbench_measures_a_jpeg_store(stores, capsys):
-    from alexnet2012.data import loadbench
+    from alexnet2012.bench import loadbench
 
     argv = ["--store", str(stores / "jpeg"), "--size", "28", "--batch", "4", "--batches", "3"]
     assert loadbench.main([*argv, "--workers", "1", "2"]) == 0
@@ -178,7 +178,7 @@ def test_loadbench_measures_a_jpeg_store(stores, capsys):
 
 
 def test_jpegbench_on_a_picture_and_delivery(stores, tmp_path, capsys):
-    from alexnet2012.data import jpegbench
+    from alexnet2012.bench import jpegbench
 
     rng = np.random.default_rng(0)  # a smooth picture, not a photograph: the code path only
     picture = np.cumsum(rng.integers(-3, 4, (300, 400, 3)), 1).clip(0, 255).astype(np.uint8)

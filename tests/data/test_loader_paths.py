@@ -87,7 +87,7 @@ def test_flip_off_keeps_the_crops(store):
 
 
 def test_loadbench_reports_each_part(store, capsys):
-    from alexnet2012.data import loadbench
+    from alexnet2012.bench import loadbench
 
     argv = ["--store", str(store), "--size", "28", "--batch", "4", "--batches", "3"]
     threads = torch.get_num_threads()
@@ -112,7 +112,7 @@ def test_loadbench_reports_each_part(store, capsys):
 
 
 def test_loadbench_cold_drops_the_cache_per_thread_count(store, capsys, monkeypatch):
-    from alexnet2012.data import loadbench
+    from alexnet2012.bench import loadbench
 
     drops = []
     monkeypatch.setattr(loadbench, "drop_page_cache", lambda: drops.append(1))
@@ -126,7 +126,7 @@ def test_loadbench_cold_drops_the_cache_per_thread_count(store, capsys, monkeypa
 def test_loadbench_cold_without_root_says_so(monkeypatch):
     from pathlib import Path
 
-    from alexnet2012.data import loadbench
+    from alexnet2012.bench import loadbench
 
     def refuse(*_a, **_k):
         raise PermissionError(13, "Permission denied")

@@ -16,7 +16,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from spawn import run_ranks
 
-from alexnet2012.parallel import comm, torchrun
+from alexnet2012.control import torchrun
+from alexnet2012.parallel import comm
 
 TOL = 1e-6
 N = 3

@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 
 from alexnet2012 import cli
-from alexnet2012.parallel import torchrun
+from alexnet2012.control import torchrun
 
 
 @pytest.fixture

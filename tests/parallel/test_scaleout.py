@@ -21,7 +21,7 @@ import torch
 from spawn import run_ranks
 
 from alexnet2012.config import load_config
-from alexnet2012.parallel import torchrun
+from alexnet2012.control import torchrun
 from alexnet2012.training import checkpoint, loop
 
 # no augmentation and no dropout: the per-image randomness is the only thing that depends on

@@ -14,7 +14,7 @@ from spawn import run_ranks
 
 from alexnet2012 import cli
 from alexnet2012.config import load_config
-from alexnet2012.parallel import torchrun
+from alexnet2012.control import torchrun
 from alexnet2012.training import loop
 
 pytest.importorskip("wandb")

@@ -16,9 +16,10 @@ import torch
 from spawn import run_ranks
 
 from alexnet2012.config import load_config
+from alexnet2012.control import torchrun
 from alexnet2012.data import build_data
 from alexnet2012.nets.build import input_size
-from alexnet2012.parallel import comm, torchrun
+from alexnet2012.parallel import comm
 from alexnet2012.parallel.execution import build_execution
 from alexnet2012.training.evaluate import evaluate
 from alexnet2012.training.optim import build_optimizer

@@ -18,8 +18,8 @@ from spawn import run_ranks
 
 from alexnet2012 import cli, files
 from alexnet2012.config import load_config
+from alexnet2012.control import torchrun
 from alexnet2012.files import DiskFullError
-from alexnet2012.parallel import torchrun
 from alexnet2012.training import checkpoint, loop
 
 ROOT = Path(__file__).resolve().parents[2]

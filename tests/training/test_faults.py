@@ -4,7 +4,7 @@ Every fault ends one of two ways: the run continues (on its own under ``torchrun
 --max-restarts``, or with ``--resume``) and finishes with exactly the metrics of a run that was
 never disturbed, or it stops with a clear message. Either way every checkpoint it left loads.
 Faults go in through ``ALEXNET2012_FAULT`` (:mod:`faults`, acting at the hook points of
-:mod:`alexnet2012.training.hooks`). The tally (faults injected, runs recovered, steps lost,
+:mod:`alexnet2012.control.hooks`). The tally (faults injected, runs recovered, steps lost,
 files corrupted) is printed at the end (``pytest -s``), in the terminal summary, and written to
 ``<pytest base temp>/fault_table.txt``.
 """
@@ -39,8 +39,9 @@ from faultkit import (
     verify,
 )
 
-from alexnet2012.training import checkpoint, hooks, loop, snapshot
-from alexnet2012.training.runlock import LOCK_FILE
+from alexnet2012.control import hooks
+from alexnet2012.control.runlock import LOCK_FILE
+from alexnet2012.training import checkpoint, loop, snapshot
 
 
 @pytest.fixture(scope="module", autouse=True)

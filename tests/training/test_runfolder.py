@@ -20,10 +20,10 @@ from spawn import run_ranks
 
 from alexnet2012 import files
 from alexnet2012.config import ConfigError, load_config
+from alexnet2012.control import torchrun
+from alexnet2012.control.runlock import RunFolderError, RunLock
 from alexnet2012.files import DiskFullError
-from alexnet2012.parallel import torchrun
 from alexnet2012.training import checkpoint, loop, tracking
-from alexnet2012.training.runlock import RunFolderError, RunLock
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBUG = str(ROOT / "configs" / "debug.yaml")
@@ -54,7 +54,7 @@ def test_a_live_job_keeps_its_folder(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     holder = subprocess.Popen(  # another job: holds the lock until killed
-        [sys.executable, "-c", "import sys, time; from alexnet2012.training.runlock import "
+        [sys.executable, "-c", "import sys, time; from alexnet2012.control.runlock import "
          "RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
          str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -10,8 +10,9 @@ import torch
 from spawn import run_ranks
 
 from alexnet2012.config import ConfigError, load_config
+from alexnet2012.control import torchrun
 from alexnet2012.nets.build import build_model
-from alexnet2012.parallel import comm, torchrun
+from alexnet2012.parallel import comm
 from alexnet2012.parallel.execution import Execution
 from alexnet2012.training import checkpoint, loop, snapshot
 from alexnet2012.training.run import Run

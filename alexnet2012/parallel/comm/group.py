@@ -74,7 +74,7 @@ class TowerGroup:
 
     def count(self, name: str, nbytes: int, t0, kind: str = "") -> None:
         """Add an exchange's bytes and the time since ``t0`` (:meth:`clock`) under ``name``;
-        ``kind``: the call (:data:`.probe.KINDS`), for the trace."""
+        ``kind``: the call (:data:`.bare.KINDS`), for the trace."""
         self.bytes_sent[name] = self.bytes_sent.get(name, 0) + int(nbytes)
         self.calls[name] = self.calls.get(name, 0) + 1
         if isinstance(t0, float):

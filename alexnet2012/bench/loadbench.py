@@ -1,8 +1,8 @@
 """How fast the 2012 training pipeline reads a prepared store, per core and with threads.
 
-    python -m alexnet2012.data.loadbench --store runs/loaderbench/store --batches 40
-    python -m alexnet2012.data.loadbench --store /tmp/store --make 2000   # make one first
-    python -m alexnet2012.data.loadbench --store /tmp/jstore --make 2000 --format jpeg
+    python -m alexnet2012.bench.loadbench --store runs/loaderbench/store --batches 40
+    python -m alexnet2012.bench.loadbench --store /tmp/store --make 2000   # make one first
+    python -m alexnet2012.bench.loadbench --store /tmp/jstore --make 2000 --format jpeg
 
 Times, on one thread (torch too), in images per CPU-second (the per-core rate, which holds on a
 busy machine), the parts of a training batch at ``--size`` (224) from the store's 256x256
@@ -44,8 +44,8 @@ from pathlib import Path
 
 import torch
 
+from alexnet2012.bench.jpegbench import delivered
 from alexnet2012.config import Config
-from alexnet2012.data.jpegbench import delivered
 from alexnet2012.data.loader import STREAM_AUGMENT, ahead, generator
 from alexnet2012.data.sources import FolderData
 from alexnet2012.data.transforms import C12_CROP_CHUNK, crop_draws, crop_into
@@ -241,8 +241,8 @@ def _thread_rate(data, batch: int, batches: int, cold: bool, why: dict, w: int) 
 
 def make_store(store: Path, images: int, fmt: str = "raw") -> None:
     """A store of ``images`` ImageNet-sized JPEGs (made, never downloaded), beside ``store``."""
+    from alexnet2012.bench.prepbench import make_jpegs
     from alexnet2012.data.prepare import prepare_main
-    from alexnet2012.data.prepbench import make_jpegs
 
     jpegs = store.with_name(store.name + "-jpegs")
     if not jpegs.is_dir():

@@ -1,5 +1,5 @@
 """Slow but healthy waits outlast ``parallel.timeout_s``; a stalled rank ends the run with the
-project's message (alexnet2012/parallel/watchdog.py), on two gloo ranks.
+project's message (alexnet2012/control/watchdog.py), on two gloo ranks.
 
 - A checkpoint that takes longer to write than ``parallel.timeout_s`` (rank 0 writes, the other
   ranks wait for it): the run finishes, because the wait is a barrier under the patient
@@ -17,8 +17,9 @@ import torch
 from spawn import run_ranks
 
 from alexnet2012.config import load_config
-from alexnet2012.parallel import comm, torchrun, watchdog
-from alexnet2012.training import hooks, loop
+from alexnet2012.control import hooks, torchrun, watchdog
+from alexnet2012.parallel import comm
+from alexnet2012.training import loop
 
 SLOW_SAVE_S = 4  # twice parallel.timeout_s
 OVER = ["data.name=synthetic", "data.synthetic_size=128", "train.batch_size=16",

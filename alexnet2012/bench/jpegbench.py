@@ -1,6 +1,6 @@
 """The JPEG store measured: bytes per image and pixel error by quality, on photographs given.
 
-    python -m alexnet2012.data.jpegbench PHOTO... [--qualities 75 85 90 95] [--tree DIR]
+    python -m alexnet2012.bench.jpegbench PHOTO... [--qualities 75 85 90 95] [--tree DIR]
 
 Each photograph gives the 256x256 squares ``prepare`` would store: its centre square with the
 shorter side at 256 (ref §3), and the 256 windows, 128 apart, of the same photograph scaled to

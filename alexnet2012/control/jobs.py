@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from alexnet2012.parallel import torchrun
+from alexnet2012.control import torchrun
 
 
 def slurm_job() -> str:

@@ -1,4 +1,4 @@
-"""alexnet2012.parallel.launcher: torchrun that ends a SIGTERM with status 130 and one line, waits
+"""alexnet2012.control.launcher: torchrun that ends a SIGTERM with status 130 and one line, waits
 for its workers through repeated SIGTERMs, and ends a worker's failure with that worker's status;
 never its own traceback. The workers here are small scripts; launch/slurm_selftest.sh runs the
 real training under Slurm."""
@@ -34,7 +34,7 @@ def _launch(tmp_path, mode):
     launch = r"^(TORCHELASTIC|MASTER_|SLURM_)|RANK$|WORLD_SIZE$"
     env = {k: v for k, v in os.environ.items() if not re.search(launch, k)}
     env.update(PYTHONPATH=str(ROOT), TORCH_ELASTIC_SHUTDOWN_TIMEOUT="60")
-    argv = [sys.executable, "-m", "alexnet2012.parallel.launcher", "--standalone",
+    argv = [sys.executable, "-m", "alexnet2012.control.launcher", "--standalone",
             "--nproc_per_node=2", "--max-restarts=0", str(script), str(tmp_path), mode]  # fmt: skip
     log = open(tmp_path / "launcher.log", "w")
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -1,6 +1,6 @@
 """torchrun that ends quietly on a signal, for batch schedulers (``launch/slurm.sbatch``)::
 
-    python -m alexnet2012.parallel.launcher --nnodes=2 --nproc_per_node=8 ... -m alexnet2012 train
+    python -m alexnet2012.control.launcher --nnodes=2 --nproc_per_node=8 ... -m alexnet2012 train
 
 It takes torchrun's arguments and runs torchrun's own code. Two things differ when SIGTERM or
 SIGINT reaches it. torchrun passes the signal to its workers, waits up to

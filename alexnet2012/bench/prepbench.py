@@ -1,6 +1,6 @@
 """How fast ``prepare`` is on ImageNet-sized JPEGs, made here (never downloaded).
 
-    python -m alexnet2012.data.prepbench --images 3000 --dir /tmp/prepbench --workers 1 2
+    python -m alexnet2012.bench.prepbench --images 3000 --dir /tmp/prepbench --workers 1 2
 
 writes a synthetic ImageFolder tree whose sizes follow ILSVRC-2012's (mostly 500 on the long
 side, a tail of small and large photos; mean about 400x350; quality 90), then times (wall

@@ -10,8 +10,8 @@ import pytest
 import torch
 from spawn import run_ranks
 
+from alexnet2012.control import stopping
 from alexnet2012.parallel import comm
-from alexnet2012.training import stopping
 
 
 def _env(world_size: int) -> SimpleNamespace:

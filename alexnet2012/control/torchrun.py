@@ -24,7 +24,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from alexnet2012.parallel import comm, watchdog
+from alexnet2012.control import watchdog
+from alexnet2012.parallel import comm
 
 log = logging.getLogger(__name__)
 

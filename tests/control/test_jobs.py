@@ -4,7 +4,7 @@ started, and only they; a new job (a new Slurm id) never takes an old folder ove
 import pytest
 
 from alexnet2012.config import load_config
-from alexnet2012.parallel import jobs
+from alexnet2012.control import jobs
 from alexnet2012.training import checkpoint
 from alexnet2012.training.run import start_policy
 
