@@ -25,7 +25,7 @@ import torch
 import torch.multiprocessing as mp
 
 from alexnet2012 import config
-from alexnet2012.config import ALEXNET2012_INITS, Config
+from alexnet2012.config import Config, ConfigError, init_for
 from alexnet2012.control import torchrun
 from alexnet2012.nets.build import input_size
 from alexnet2012.parallel import comm
@@ -66,8 +66,10 @@ def config_for(cfg: Config, execution: str, fc8: str | None = None) -> Config:
     """``cfg`` with the network ``execution`` runs: the two-tower net or a baseline."""
     name = "alexnet2012" if execution in (*SPLIT, "emulated") else execution
     init = cfg.model.init
-    if name == "alexnet2012" and init not in ALEXNET2012_INITS:
-        init = "preset"  # the baselines' inits do not apply to the two-tower net
+    try:
+        init_for(name, init)
+    except ConfigError:  # the baselines' inits do not apply to the two-tower net
+        init = "preset"
     model = dataclasses.replace(cfg.model, name=name, init=init)
     parallel = dataclasses.replace(cfg.parallel, fc8=fc8 or cfg.parallel.fc8)
     if execution == "rank_share":  # the loopback pair has no overlapped swaps (comm/loopback.py)

@@ -14,7 +14,6 @@ from alexnet2012.config.load import (
     to_dict,
 )
 from alexnet2012.config.schema import (
-    ALEXNET2012_INITS,
     CROSSABLE,
     LAYERS,
     Config,
@@ -30,7 +29,7 @@ from alexnet2012.config.schema import (
 )
 
 __all__ = [
-    "ALEXNET2012_INITS", "CROSSABLE", "LAYERS", "Config", "ConfigError", "DataConfig",
+    "CROSSABLE", "LAYERS", "Config", "ConfigError", "DataConfig",
     "ModelConfig", "ParallelConfig", "RunConfig", "TrainConfig", "WandbConfig", "flatten",
     "from_dict", "init_for", "load_config", "load_yaml", "parse_override", "pixel_scale",
     "to_dict", "validate",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from alexnet2012.config.schema import ALEXNET2012_INITS, CROSSABLE, Config, ConfigError
+from alexnet2012.config.schema import CROSSABLE, Config, ConfigError, init_for
 
 
 def validate(cfg: Config) -> None:
@@ -40,10 +40,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.widths must all be positive")
     if m.name == "alexnet2012" and not m.half and any(w % 2 for w in m.widths):
         raise ConfigError("model.widths must be even: each layer is split between two towers")
-    if m.name == "alexnet2012" and m.init not in ALEXNET2012_INITS:
-        raise ConfigError(
-            f"model.init: {m.init!r} is for the baselines; alexnet2012 takes preset or kaiming"
-        )
+    init_for(m.name, m.init)  # the 2012 net refuses the baselines' inits
     if m.input_size < 0 or (0 < m.input_size < 32):
         raise ConfigError(
             f"model.input_size must be 0 (preset default) or >= 32, got {m.input_size}"

@@ -12,20 +12,28 @@ LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 CROSSABLE = LAYERS[1:]  # conv1 reads the image, which both towers receive whole ([P] §3.5)
 
 
+class ConfigError(ValueError):
+    """A configuration problem a user can fix; the message names the key."""
+
+
 # model.init per net: the 2012 net takes its preset's stds (ref §1) or He init; for the baselines
 # "preset" means their own default (PyTorch's init, what d2l 1.0 ends up with; ref §5)
 ALEXNET2012_INITS = ("preset", "kaiming")
 
 
 def init_for(name: str, init: str) -> str:
-    """The initialisation net ``name`` gets for ``model.init=init``."""
-    if name != "alexnet2012" and init == "preset":
-        return "default"
-    return init
+    """The initialisation net ``name`` gets for ``model.init=init``: the one place of this rule.
 
-
-class ConfigError(ValueError):
-    """A configuration problem a user can fix; the message names the key."""
+    The 2012 net takes only :data:`ALEXNET2012_INITS`; another init is a :class:`ConfigError`.
+    """
+    if name == "alexnet2012":
+        if init not in ALEXNET2012_INITS:
+            raise ConfigError(
+                f"model.init: {init!r} is for the baselines; alexnet2012 takes "
+                f"{' or '.join(ALEXNET2012_INITS)}"
+            )
+        return init
+    return "default" if init == "preset" else init
 
 
 def choice(default, *choices):
@@ -161,5 +169,5 @@ def pixel_scale(cfg: Config) -> str:
         return cfg.data.pixels
     m = cfg.model
     if m.name == "alexnet2012":
-        return "c12" if m.init == "preset" else "standard"
+        return "c12" if init_for(m.name, m.init) == "preset" else "standard"
     return "unit" if m.name == "streamlined" else "standard"

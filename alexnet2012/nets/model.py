@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet2012.config import ALEXNET2012_INITS, LAYERS
+from alexnet2012.config import LAYERS, init_for
 from alexnet2012.nets.layers import CrossLRN, Overhang, SpatialNorm, TowerDropout, TowerLRN
 
 FULL_WIDTHS = (96, 256, 384, 384, 256, 4096, 4096)  # conv1..conv5, fc6, fc7 (ref §1)
@@ -172,9 +172,7 @@ class AlexNet2012(nn.Module):
         self.input_size = input_size or p.input_size
         self.cross = tuple(cross)
         self.overlap_pool = overlap_pool
-        if init not in ALEXNET2012_INITS:
-            raise ValueError(f"init {init!r}: choose preset or kaiming")
-        self.init = init
+        self.init = init_for("alexnet2012", init)  # preset or kaiming, else a ConfigError
 
         pk, ps = (3, 2) if overlap_pool else (2, 2)  # [P] §3.4: z=3, s=2 overlapping
         # [P] §3.4: 2/2 pooling "produces output of equivalent dimensions": round down to keep
