@@ -3,7 +3,7 @@
     alexnet2012 train --config configs/debug.yaml train.max_steps=20 seed=7 run.dir=runs/dbg
     alexnet2012 train --resume runs/dbg train.max_steps=40
     torchrun --standalone --nproc_per_node=2 -m alexnet2012 train --config configs/debug.yaml
-    alexnet2012 summary --config configs/imagenet.yaml
+    alexnet2012 summary --config configs/imagenet_2012.yaml
     alexnet2012 prepare /data/ILSVRC2012 /data/ilsvrc2012-256
 
 A problem the user can fix (a config key, a data folder, a checkpoint) prints one message and
