@@ -40,7 +40,7 @@ from alexnet2012.bench import rows as benchrows
 from alexnet2012.bench.measure import DEFAULT_EXECUTIONS, EXECUTIONS, SPLIT, Job
 from alexnet2012.bench.profile import format_profile
 from alexnet2012.bench.project import format_projection, project
-from alexnet2012.config import Config, load_config
+from alexnet2012.config import DATA_NAMES, Config, load_config
 from alexnet2012.data.errors import DataError
 from alexnet2012.data.shape import data_shape
 from alexnet2012.nets.build import build_model
@@ -169,7 +169,7 @@ def train_bench(cfg: Config, args, cuda: bool) -> dict:
 def data_bench(cfg: Config, args, cuda: bool) -> dict:
     """Images/s of each input pipeline against the images/s the configured model trains on."""
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
-    wanted = ["fashion_mnist", "synthetic"]
+    wanted = [name for name in DATA_NAMES if name != "imagefolder"]  # the sets without a store
     if cfg.data.name == "imagefolder" and cfg.data.root:
         wanted.append("imagefolder")
     pipelines, notes = [], []

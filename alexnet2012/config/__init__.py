@@ -15,6 +15,7 @@ from alexnet2012.config.load import (
 )
 from alexnet2012.config.schema import (
     CROSSABLE,
+    DATA_NAMES,
     LAYERS,
     Config,
     ConfigError,
@@ -29,7 +30,7 @@ from alexnet2012.config.schema import (
 )
 
 __all__ = [
-    "CROSSABLE", "LAYERS", "Config", "ConfigError", "DataConfig",
+    "CROSSABLE", "DATA_NAMES", "LAYERS", "Config", "ConfigError", "DataConfig",
     "ModelConfig", "ParallelConfig", "RunConfig", "TrainConfig", "WandbConfig", "flatten",
     "from_dict", "init_for", "load_config", "load_yaml", "parse_override", "pixel_scale",
     "to_dict", "validate",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 CROSSABLE = LAYERS[1:]  # conv1 reads the image, which both towers receive whole ([P] §3.5)
+DATA_NAMES = ("fashion_mnist", "imagefolder", "synthetic")  # data.name: data/sources.py's sets
 
 
 class ConfigError(ValueError):
@@ -67,7 +68,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    name: str = choice("fashion_mnist", "fashion_mnist", "imagefolder", "synthetic")
+    name: str = choice("fashion_mnist", *DATA_NAMES)
     root: str = ""  # fashion_mnist: folder of IDX files; imagefolder: a prepared store
     train_subset: int = 0  # use the first N training images (0 = all)
     test_subset: int = 0  # evaluate on the first N test images (0 = all)

@@ -162,15 +162,14 @@ class SyntheticData(Data):
         return ten_views(x, self.input_size) if ten_view else x
 
 
+# each of config.DATA_NAMES (data.name's choices), in its order (tests/config/test_derived.py)
+SOURCES = {"fashion_mnist": FashionMNISTData, "imagefolder": FolderData, "synthetic": SyntheticData}
+
+
 def build_data(cfg: Config, input_size: int, device: torch.device | str) -> Data:
     """The data set ``cfg.data.name`` names, producing ``input_size`` images on ``device``."""
-    kinds = {
-        "fashion_mnist": FashionMNISTData,
-        "imagefolder": FolderData,
-        "synthetic": SyntheticData,
-    }
-    if cfg.data.name not in kinds:
-        raise DataError(f"data.name {cfg.data.name!r} is not one of {', '.join(kinds)}")
-    data = kinds[cfg.data.name](cfg, input_size, torch.device(device))
+    if cfg.data.name not in SOURCES:
+        raise DataError(f"data.name {cfg.data.name!r} is not one of {', '.join(SOURCES)}")
+    data = SOURCES[cfg.data.name](cfg, input_size, torch.device(device))
     log.info("data: %r", data)
     return data

@@ -1,10 +1,20 @@
 """The derived config's rules, each written once: which init each net gets (config.init_for),
 and the places that must follow them (validation, the model, bench's two-tower executions)."""
 
+import dataclasses
+
 import pytest
 
 from alexnet2012.bench.measure import config_for
-from alexnet2012.config import Config, ConfigError, init_for, load_config, pixel_scale
+from alexnet2012.config import (
+    DATA_NAMES,
+    Config,
+    ConfigError,
+    DataConfig,
+    init_for,
+    load_config,
+    pixel_scale,
+)
 from alexnet2012.nets.model import AlexNet2012
 
 RULE = {  # (net, model.init) -> the init it gets; None: refused
@@ -42,3 +52,11 @@ def test_init_rule_and_its_users(net, init):
     if net == "alexnet2012":
         assert AlexNet2012(num_classes=10, widths=(8,) * 7, input_size=64, init=init).init == want
         assert pixel_scale(cfg) == ("c12" if want == "preset" else "standard")
+
+
+def test_data_names_are_one_tuple():
+    """data.name accepts config.DATA_NAMES, and data/sources.py builds exactly those."""
+    from alexnet2012.data.sources import SOURCES
+
+    choices = {f.name: f for f in dataclasses.fields(DataConfig)}["name"].metadata["choices"]
+    assert choices == DATA_NAMES == tuple(SOURCES)
