@@ -28,7 +28,7 @@ from contextlib import contextmanager
 
 from alexnet2012.parallel import comm
 
-log = logging.getLogger("alexnet2012.training.loop")  # where the run's other failures are told
+log = logging.getLogger(__name__)
 
 NCCL_BACKSTOP = 2  # NCCL's groups time out at this many times parallel.timeout_s
 

@@ -19,18 +19,17 @@ import torch
 
 from alexnet2012 import config
 from alexnet2012.config import Config
-from alexnet2012.control import hooks, jobs, torchrun, watchdog
-from alexnet2012.control.stopping import Interrupted, StopVote, stop_on_signals
+from alexnet2012.control import torchrun
+from alexnet2012.control.runcontrol import RunControl
 from alexnet2012.data import build_data
 from alexnet2012.files import DiskFullError
 from alexnet2012.nets.build import input_size
-from alexnet2012.parallel import comm
 from alexnet2012.parallel.execution import build_execution
 from alexnet2012.training import results, snapshot
 from alexnet2012.training.evaluate import evaluate
 from alexnet2012.training.optim import build_optimizer
 from alexnet2012.training.progress import progress
-from alexnet2012.training.run import Run, claim, out_of_space, resolve_run_dir, resume_advice
+from alexnet2012.training.run import Run, folder_check, out_of_space, resolve_run_dir, resume_advice
 from alexnet2012.training.schedule import build_schedule
 from alexnet2012.training.snapshot import TrainingError
 from alexnet2012.training.step import TrainStep
@@ -49,18 +48,13 @@ def run(
     ``replace``: start afresh in a folder where an earlier run stopped before its first
     checkpoint (its files are set aside, not deleted).
     """
-    with stop_on_signals():
-        if env is not None:
-            with torchrun.peer_failures(env, cfg.parallel.timeout_s, cfg.run.dir):
-                return _train(cfg, env, resume, replace)
-        with torchrun.session(cfg.parallel.timeout_s, cfg.train.device) as env:
-            with torchrun.peer_failures(env, cfg.parallel.timeout_s, cfg.run.dir):
-                return _train(cfg, env, resume, replace)
+    with RunControl.start(cfg, env) as ctl:
+        return _train(cfg, ctl, resume, replace)
 
 
-def _train(cfg: Config, env, resume: bool, replace: bool) -> dict:
+def _train(cfg: Config, ctl: RunControl, resume: bool, replace: bool) -> dict:
     torch.manual_seed(cfg.seed)
-    t = cfg.train
+    t, env = cfg.train, ctl.env
     data = build_data(cfg, input_size(cfg), env.device)
     per_epoch = data.full_batches(t.batch_size, env.data.size)  # before anything is written
     ex, forward = build_execution(cfg, env, data.num_classes, data.in_channels)
@@ -68,79 +62,100 @@ def _train(cfg: Config, env, resume: bool, replace: bool) -> dict:
     r, claimed = Run(cfg.run.dir, cfg, env, ex, opt, build_schedule(opt, t)), False
     try:
         r.dir = resolve_run_dir(cfg, env)
-        claim(r, resume, replace)  # this job's folder from here on
+        ctl.claim(r.dir, folder_check(r.dir, resume, replace))  # this job's folder from here
         claimed = not resume
-        return _loop(r, forward, data, per_epoch, resume)
+        total = per_epoch * t.epochs if not t.max_steps else min(t.max_steps, per_epoch * t.epochs)
+        with ctl.patient():  # a resume may read a large file
+            snapshot.begin(r, resume, total)  # fresh, or restored: r.state
+        ctl.began = True
+        # rank 0 may wait up to wandb.init_timeout_s for W&B's server: the others wait for it
+        # in a patient section, not in the first exchange under parallel.timeout_s
+        with ctl.patient():
+            logger = ctl.together(lambda: make_logger(  # config.yaml: a full disk stops all
+                r.dir, config.to_dict(cfg), cfg.wandb, env.is_main,
+                resume_step=r.state.step if resume or ctl.restarted() else None,
+                run_name=cfg.run.name or None))  # fmt: skip
+        step = TrainStep(cfg, ex, forward, opt, env.rank)  # the step bench times
+        _loop(r, ctl, step, data, per_epoch, total, logger)
+        summary = results.summary(r, data)
+        ctl.finish()
+        logger.summary(summary)
+        logger.close()
+        return summary
     except DiskFullError as e:  # at any moment: the advice that works from here
         raise out_of_space(e, r.dir, env, claimed) from None
-    finally:
-        r.release()
 
 
-def _loop(r: Run, forward, data, per_epoch: int, resume: bool) -> dict:
-    cfg, env, ex, opt, t = r.cfg, r.env, r.ex, r.opt, r.cfg.train
-    total = per_epoch * t.epochs if not t.max_steps else min(t.max_steps, per_epoch * t.epochs)
-    with watchdog.patient(cfg, watchdog.groups_of(env)):  # a resume may read a large file
-        state = snapshot.begin(r, resume, total)  # fresh, or restored
+def _loop(r: Run, ctl: RunControl, step, data, per_epoch: int, total: int, logger) -> None:
+    """The recipe: a step on each batch; every ``log_every`` steps log, every ``eval_every``
+    validate, every ``checkpoint_every`` save; at each epoch's end validate, adjust the
+    learning rate, save."""
+    cfg, state, t = r.cfg, r.state, r.cfg.train
+    shard = (r.env.data.rank, r.env.data.size)  # both towers of a pair read the same shard
     checked = state.step  # the loss is known finite up to here
-    # rank 0 may wait up to wandb.init_timeout_s for W&B's server: the others wait for it
-    # under the patient timeout, not in the first exchange under parallel.timeout_s
-    with watchdog.patient(cfg, watchdog.groups_of(env)):
-        logger = _together(r, lambda: make_logger(  # config.yaml: a full disk stops all ranks
-            r.dir, config.to_dict(cfg), cfg.wandb, env.is_main,
-            resume_step=state.step if resume or jobs.restarted() else None,
-            run_name=cfg.run.name or None))  # fmt: skip
-    shard = (env.data.rank, env.data.size)  # both towers of a pair read the same shard
-    env.group.reset_counters()
-    bar = progress(env.is_main, total, state.step)
-    ex.model.train()
-    state.restart_clock()
-    hooks.current().start(env.rank)
-    step = TrainStep(cfg, ex, forward, opt, env.rank)  # the step bench times
-    images = t.batch_size * env.data.size  # per step, over all replicas
-    vote = StopVote(env)  # ranks agree every 10 steps, so they all stop at the same step
+    bar = _start(r, ctl, total)
+
+    def save():
+        ctl.save(lambda: snapshot.save(r))
+
     while state.step < total:
         epoch, start = divmod(state.step, per_epoch)
         r.sched.begin_epoch(epoch)  # the c12 table's lr for this epoch; others keep theirs
         for x, y in data.train_batches(epoch, t.batch_size, cfg.seed, start, shard):
             loss, out = step(x, y, state.step)
-            state.add(loss.detach().float(), out, y, ex.holds_logits)
+            state.add(loss.detach().float(), out, y, r.ex.holds_logits)
             state.step += 1
-            hooks.current().after_step(state.step, env.rank)
+            ctl.stepped(state.step)
             bar.update(1)
-            end_of_epoch = state.step % per_epoch == 0 or state.step == total
-            save_now = t.checkpoint_every and state.step % t.checkpoint_every == 0
-            if state.step % max(t.log_every, 1) == 0 or end_of_epoch or save_now:
-                metrics = {**state.flush(ex, opt, images), "epoch": state.step / per_epoch}
-                _check_finite(metrics, checked, state.step, r.dir)  # before any save
-                checked = state.step
-                logger.log(metrics, state.step)
-                _show(bar, env, metrics, state.step, total)
-            if t.eval_every and state.step % t.eval_every == 0 and not end_of_epoch:
+            last = state.step % per_epoch == 0 or state.step == total
+            save_now = _every(state.step, t.checkpoint_every)
+            if _every(state.step, max(t.log_every, 1)) or last or save_now:
+                checked = _log_train(r, logger, bar, per_epoch, total, checked)
+            if _every(state.step, t.eval_every) and not last:
                 _validate(r, data, logger, per_epoch, at_epoch_end=False)
-            if save_now and not end_of_epoch:
-                _save(r)
-            if end_of_epoch:
+            if save_now and not last:
+                save()
+            if last:
                 break
-            if vote.poll(state.step):
+            if ctl.stop_asked(state.step):
                 if not save_now:
-                    _save(r)
-                _interrupted(logger, r)
+                    save()
+                raise ctl.stop(state.step, r.dir, logger.close)
         at_end = state.step % per_epoch == 0  # else the last step of a shortened run
         val = _validate(r, data, logger, per_epoch, at_epoch_end=at_end)
         if at_end:
             r.sched.step(val["val/top1_err"])
-        _save(r)
-        if state.step < total and vote.now():
-            _interrupted(logger, r)
+        save()
+        if state.step < total and ctl.stop_asked(state.step, at_once=True):
+            raise ctl.stop(state.step, r.dir, logger.close)
         state.restart_clock()
     bar.close()
-    summary = results.summary(r, data)
-    comm.barrier(env.world)  # no rank closes its connections while another still uses them
-    watchdog.disarm()  # training is over: closing the logger may take long
-    logger.summary(summary)
-    logger.close()
-    return summary
+
+
+def _every(step: int, n: int) -> bool:
+    """Whether ``step`` is one of every ``n`` (never when ``n`` is 0: off)."""
+    return bool(n) and step % n == 0
+
+
+def _start(r: Run, ctl: RunControl, total: int):
+    """Just before the first step: counters zeroed, the clock started, the progress bar."""
+    r.env.group.reset_counters()
+    bar = progress(r.env.is_main, total, r.state.step)
+    r.ex.model.train()
+    r.state.restart_clock()
+    ctl.begin()
+    return bar
+
+
+def _log_train(r: Run, logger, bar, per_epoch: int, total: int, checked: int) -> int:
+    """Log the training metrics since the last log, checked finite before any save; the step
+    up to which the loss is now known finite."""
+    state = r.state
+    metrics = {**state.flush(r.ex, r.opt, r.images_per_step), "epoch": state.step / per_epoch}
+    _check_finite(metrics, checked, state.step, r.dir)
+    logger.log(metrics, state.step)
+    _show(bar, r.env, metrics, state.step, total)
+    return state.step
 
 
 def _show(bar, env, metrics: dict, step: int, total: int) -> None:
@@ -156,49 +171,13 @@ def _validate(r: Run, data, logger, per_epoch: int, at_epoch_end: bool) -> dict:
     state, env = r.state, r.env
     val = evaluate(r.ex, data, r.cfg)
     state.epoch_done(val, at_epoch_end=at_epoch_end)
-    seen = state.step * r.cfg.train.batch_size * env.data.size
+    seen = state.images_seen(r.images_per_step)
     logger.log({**val, "epoch": state.step / per_epoch, "images_seen": seen}, state.step)
     if env.is_main:
         log.info("epoch %.2f  val loss %.4f  val top-1 err %.4f  top-5 err %.4f",
                  state.step / per_epoch, val["val/loss"], val["val/top1_err"],
                  val["val/top5_err"])  # fmt: skip
     return val
-
-
-def _save(r: Run) -> None:
-    """Checkpoint (rank 0 writes); the other ranks wait for the outcome under the patient
-    timeout, not in the next exchange under parallel.timeout_s (control/watchdog.py), and a
-    write that fails (a full disk) stops every rank with rank 0's message, not "died"."""
-    with watchdog.patient(r.cfg, watchdog.groups_of(r.env)):
-        _together(r, lambda: snapshot.save(r))
-
-
-def _together(r: Run, write):
-    """``write()`` on every rank (only the main rank writes files), then its outcome on all:
-    a write that failed there (a full disk) stops every rank with its words."""
-    failed = out = None
-    try:
-        out = write()
-    except OSError as e:  # only the main rank writes
-        failed = e
-    code = 0 if failed is None else 1 + isinstance(failed, DiskFullError)
-    flag = comm.broadcast(torch.tensor([code], device=r.env.device), r.env.world, src=0)
-    if int(flag.item()):  # rank 0 could not write: every rank stops with its words
-        text = comm.broadcast_object(getattr(failed, "situation", str(failed)), r.env.world, src=0)
-        raise (DiskFullError if int(flag.item()) == 2 else OSError)(text)
-    return out
-
-
-def _interrupted(logger, r: Run):
-    # no rank exits before rank 0 has written the checkpoint: under torchrun an early exit makes
-    # the agent signal the others, and a second signal would cut rank 0's save short
-    comm.barrier(r.env.world)
-    watchdog.disarm()
-    logger.close()
-    raise Interrupted(
-        f"stopped by a signal at step {r.state.step}; checkpoint saved in {r.dir}. "
-        f"Continue with: alexnet2012 train --resume {r.dir}"
-    )
 
 
 def _check_finite(metrics: dict, checked: int, step: int, run_dir) -> None:

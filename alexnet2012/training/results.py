@@ -32,7 +32,7 @@ def summary(run: Run, data) -> dict:
             sum(sent.values()) / steps, wait]  # fmt: skip
     mine = torch.tensor([mine], dtype=torch.float64, device=env.device)
     per_rank = comm.all_gather_cat(mine, env.world, 0).tolist()  # one row per rank
-    out.update(state.summary(cfg.train.batch_size * env.data.size))
+    out.update(state.summary(run.images_per_step))
     out.update({
         "model": cfg.model.name, "preset": cfg.model.preset, "world_size": env.world_size,
         "params_total": sum(math.prod(s) for s in ex.full_shapes.values()),

@@ -20,7 +20,7 @@ import yaml
 
 from alexnet2012.config import Config, ConfigError
 from alexnet2012.control import jobs, torchrun
-from alexnet2012.control.runlock import RunFolderError, RunLock, earlier_run, set_aside
+from alexnet2012.control.runlock import RunFolderError, earlier_run, set_aside
 from alexnet2012.files import DiskFullError, disk_full, is_disk_full
 from alexnet2012.parallel import comm
 from alexnet2012.training.checkpoint import (
@@ -46,14 +46,11 @@ class Run:
     opt: object  # torch.optim.Optimizer
     sched: object  # training.schedule schedule
     state: RunState | None = None
-    lock: RunLock | None = None  # held by the main rank from the start of the run
 
-    def release(self) -> None:
-        """Free the run folder for other jobs (the process's end does it too). A run refused
-        before it started (no state) leaves the lock file as it found it."""
-        if self.lock is not None:
-            self.lock.release(restore=self.state is None)
-            self.lock = None
+    @property
+    def images_per_step(self) -> int:
+        """The images one step trains on, over all data-parallel replicas."""
+        return self.cfg.train.batch_size * self.env.data.size
 
 
 def start_policy(cfg: Config, resume: bool) -> bool:
@@ -82,25 +79,20 @@ def _restarted(cfg: Config) -> bool:
     return resumable_by(run_dir, job)
 
 
-def claim(run: Run, resume: bool, replace: bool = False) -> None:
-    """Make ``run.dir`` this job's: the main rank takes its lock, clears what an interrupted
-    save left, and checks the folder (a fresh run: no earlier run in it, or ``replace``; a
-    resumed one: room for a checkpoint). Every rank raises the same error when that fails."""
-    problem = None
-    if run.env.is_main:
-        try:
-            run.lock = RunLock(run.dir).acquire()
-            remove_strays(run.dir)
-            if resume:
-                check_space(run.dir)
-            else:
-                _check_fresh(run.dir, replace)
-        except (RunFolderError, DiskFullError) as e:
-            run.release()
-            problem = (isinstance(e, DiskFullError), getattr(e, "situation", str(e)))
-    problem = comm.broadcast_object(problem, run.env.world, src=0)
-    if problem:
-        raise (DiskFullError if problem[0] else RunFolderError)(problem[1])
+def folder_check(run_dir: Path, resume: bool, replace: bool = False):
+    """What the main rank checks in ``run_dir`` once it holds the lock
+    (:meth:`RunControl.claim <alexnet2012.control.runcontrol.RunControl.claim>`): it clears what
+    an interrupted save left, then a fresh run needs a folder with no earlier run in it (or
+    ``replace``), a resumed one room for a checkpoint."""
+
+    def check() -> None:
+        remove_strays(run_dir)
+        if resume:
+            check_space(run_dir)
+        else:
+            _check_fresh(run_dir, replace)
+
+    return check
 
 
 def _check_fresh(run_dir: Path, replace: bool) -> None:

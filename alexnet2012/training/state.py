@@ -69,9 +69,14 @@ class RunState:
             "train/top5_err": 1 - c5 / max(n, 1),
             "train/lr": opt.param_groups[0]["lr"],
             "train/images_per_s": steps * batch_size / elapsed,
-            "images_seen": self.step * batch_size,  # one axis for runs of any batch size
+            "images_seen": self.images_seen(batch_size),
             "train/step_time_s": elapsed / steps,
         }
+
+    def images_seen(self, batch_size: int) -> int:
+        """Images trained on up to this step (``batch_size``: per step, over all replicas):
+        the axis on which runs of any batch size compare."""
+        return self.step * batch_size
 
     def epoch_done(self, val: dict, at_epoch_end: bool = True) -> None:
         """Record an evaluation; only those at an epoch's end count towards the best."""
