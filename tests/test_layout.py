@@ -45,7 +45,15 @@ def imports(name: str, path: Path, known: dict) -> set[str]:
                     out.add(target)
                 elif base in known:
                     out.add(base)
-    return out - {name}
+    # importing a.b.c runs a/__init__ and a/b/__init__ first: those edges count too (the
+    # package's own ancestors excepted: they are running already)
+    out |= {up for t in out for up in _ancestors(t) if up in known}
+    return out - {name} - set(_ancestors(name)) - {"alexnet2012"}
+
+
+def _ancestors(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
 def level(module: str) -> tuple[str, int]:
@@ -144,3 +152,40 @@ def test_tests_mirror_the_folders():
     tests = ROOT / "tests"
     missing = [f for f in sorted(folders) if not list((tests / f).glob("test_*.py"))]
     assert not missing, f"no tests/<folder>/test_*.py for {missing}"
+
+
+def test_imports_count_the_packages_they_pass_through():
+    g = graph()
+    # bench/probe imports from parallel.comm.bare: parallel/__init__ and comm/__init__ run too
+    assert {"alexnet2012.parallel", "alexnet2012.parallel.comm"} <= g["alexnet2012.bench.probe"]
+
+
+# the split holds no run control: what starts, watches and stops processes imports the split,
+# never the other way round
+SPLIT_MAY_IMPORT = ("parallel", "nets", "config", "files")
+
+
+def test_the_split_imports_no_run_control():
+    bad = [f"{src} -> {dst}" for src, targets in graph().items() if level(src)[0] == "parallel"
+           for dst in targets if level(dst)[0] not in SPLIT_MAY_IMPORT]  # fmt: skip
+    assert not bad, bad
+
+
+# modules outside bench/ that read the clock, and why: none of them is a benchmark
+CLOCKS = {
+    "alexnet2012.training.state": "the run's own step time and images/s, logged as it trains",
+    "alexnet2012.parallel.comm.group": "the exchange counters' wait time that bench reads",
+}
+
+
+def test_every_benchmark_lives_in_bench():
+    bad = []
+    for name, path in modules().items():
+        if level(name)[0] == "bench":
+            continue
+        text, leaf = path.read_text(), name.rsplit(".", 1)[-1]
+        if any(w in leaf for w in ("bench", "probe", "profile", "timing")):
+            bad.append(f"{name}: named as a benchmark")
+        elif ("perf_counter" in text or "import statistics" in text) and name not in CLOCKS:
+            bad.append(f"{name}: times code (move it to bench/, or say why in CLOCKS)")
+    assert not bad, bad
