@@ -17,6 +17,7 @@ from alexnet2012.config.schema import (
     CROSSABLE,
     DATA_NAMES,
     LAYERS,
+    PAPER_CROSS,
     Config,
     ConfigError,
     DataConfig,
@@ -30,7 +31,7 @@ from alexnet2012.config.schema import (
 )
 
 __all__ = [
-    "CROSSABLE", "DATA_NAMES", "LAYERS", "Config", "ConfigError", "DataConfig",
+    "CROSSABLE", "DATA_NAMES", "LAYERS", "PAPER_CROSS", "Config", "ConfigError", "DataConfig",
     "ModelConfig", "ParallelConfig", "RunConfig", "TrainConfig", "WandbConfig", "flatten",
     "from_dict", "init_for", "load_config", "load_yaml", "parse_override", "pixel_scale",
     "to_dict", "validate",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 CROSSABLE = LAYERS[1:]  # conv1 reads the image, which both towers receive whole ([P] §3.5)
+PAPER_CROSS = ("conv3", "fc6", "fc7", "fc8")  # the layers that read both towers: [P] §3.5, ref §1
 DATA_NAMES = ("fashion_mnist", "imagefolder", "synthetic")  # data.name: data/sources.py's sets
 
 
@@ -57,7 +58,7 @@ class ModelConfig:
     widths: list[int] = field(default_factory=list)
     input_size: int = 0  # 0 = the preset's (224, caffe 227)
     # the layers that take input from both towers; default the paper's (ref §1)
-    cross: list[str] = field(default_factory=lambda: ["conv3", "fc6", "fc7", "fc8"])
+    cross: list[str] = field(default_factory=lambda: list(PAPER_CROSS))
     half: bool = False  # the one-column net of the paper's ablation (ref §1.4)
     lrn: bool = True  # response normalisation (LRN, and the 2012 code's spatial norm)
     overlap_pool: bool = True  # 3/2 pooling ([P] §3.4); false = 2/2

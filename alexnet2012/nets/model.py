@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet2012.config import LAYERS, init_for
+from alexnet2012.config import LAYERS, PAPER_CROSS, init_for
 from alexnet2012.nets.layers import CrossLRN, Overhang, SpatialNorm, TowerDropout, TowerLRN
 
 FULL_WIDTHS = (96, 256, 384, 384, 256, 4096, 4096)  # conv1..conv5, fc6, fc7 (ref §1)
-PAPER_CROSS = ("conv3", "fc6", "fc7", "fc8")  # [P] §3.5, ref §1
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alexnet2012.nets.model import FULL_WIDTHS, PAPER_CROSS
+from alexnet2012.config import PAPER_CROSS
+from alexnet2012.nets.model import FULL_WIDTHS
 from alexnet2012.report.runs import Group, config_diff
 from alexnet2012.report.stats import NOISE_RULE, verdict
 
