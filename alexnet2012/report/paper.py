@@ -12,7 +12,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from alexnet2012.config import PAPER_CROSS
+from alexnet2012.config import PAPER_CROSS, Config
+from alexnet2012.nets.build import input_size
 from alexnet2012.nets.model import FULL_WIDTHS
 from alexnet2012.report.runs import Group, config_diff
 from alexnet2012.report.stats import NOISE_RULE, verdict
@@ -70,6 +71,15 @@ def _views(full: Group, ablated: Group) -> str:
     return "test10" if all("test10/top1_err" in r.summary for r in runs) else "test"
 
 
+def _input_size(config: dict) -> int:
+    """The input size the run of a (flattened) group config trained at (nets/build.py's rule)."""
+    cfg = Config()
+    m = cfg.model
+    m.name, m.preset = config.get("model.name", m.name), config.get("model.preset", m.preset)
+    m.input_size = config.get("model.input_size") or 0
+    return input_size(cfg)
+
+
 def scale(config: dict) -> str:
     """Data set and scale of a (flattened) group config, in words."""
     name = config.get("data.name", "?")
@@ -80,7 +90,7 @@ def scale(config: dict) -> str:
         data = f"synthetic ({config.get('data.synthetic_size', '?')} training images)"
     else:
         data = f"{name} ({train} train / {test} test images)"
-    size = config.get("model.input_size") or (227 if config.get("model.preset") == "caffe" else 224)
+    size = _input_size(config)
     widths = config.get("model.widths") or FULL_WIDTHS
     steps = config.get("train.max_steps")
     length = f"{config.get('train.epochs', '?')} epoch(s)"

@@ -60,3 +60,19 @@ def test_data_names_are_one_tuple():
 
     choices = {f.name: f for f in dataclasses.fields(DataConfig)}["name"].metadata["choices"]
     assert choices == DATA_NAMES == tuple(SOURCES)
+
+
+@pytest.mark.parametrize(
+    "override, size",
+    [([], 224), (["model.preset=caffe"], 227), (["model.input_size=96"], 96),
+     (["model.name=streamlined", "model.preset=caffe"], 224)],
+)  # fmt: skip
+def test_input_size_one_rule(override, size):
+    """nets/build.input_size decides the input size; a report of the run's config says the same."""
+    from alexnet2012.config import flatten, to_dict
+    from alexnet2012.nets.build import input_size
+    from alexnet2012.report.paper import scale
+
+    cfg = load_config(None, override)
+    assert input_size(cfg) == size
+    assert f", {size}x{size} input," in scale(flatten(to_dict(cfg)))
