@@ -4,10 +4,20 @@ so plainly when the disk is full."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+
+def print_json(obj, path: str | os.PathLike | None = None) -> None:
+    """Print ``obj`` as JSON (indent 1) and, when ``path`` is given, write the same text there
+    (the report of a ``python -m alexnet2012.bench.*`` script)."""
+    text = json.dumps(obj, indent=1)
+    print(text)
+    if path:
+        Path(path).write_text(text + "\n")
 
 
 def fsync_dir(folder: Path) -> None:

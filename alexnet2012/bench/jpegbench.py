@@ -18,7 +18,6 @@ takes them (crops, flips, mean image, colour noise); :mod:`.loadbench` reports i
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from PIL import Image
 
 from alexnet2012.data.decode import square
 from alexnet2012.data.jpegstore import decode_host, encode
+from alexnet2012.files import print_json
 
 ILSVRC_TRAIN = 1_281_167  # images in ILSVRC-2012's training set
 PASSES = 5  # timed decodes of each image
@@ -127,10 +127,7 @@ def main(argv=None) -> int:
             "root": str(args.tree),
             "images": write_tree(args.tree, args.photos, args.copies),
         }
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    print_json(out, args.json)
     return 0
 
 

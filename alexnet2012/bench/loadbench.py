@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import os
 import queue
@@ -49,6 +48,7 @@ from alexnet2012.config import Config
 from alexnet2012.data.loader import STREAM_AUGMENT, ahead, generator
 from alexnet2012.data.sources import FolderData
 from alexnet2012.data.transforms import C12_CROP_CHUNK, crop_draws, crop_into
+from alexnet2012.files import print_json
 
 RATES = (2_000, 11_000)  # two 2012-era GPUs doubled; the 2012 result in ~3 h on two H100s
 
@@ -289,10 +289,7 @@ def main(argv=None) -> int:
         if name != "crop_flip_uint8" and "_eval_" not in name
     }
     out.update(cpu_count=os.cpu_count(), load_avg=os.getloadavg(), torch=torch.__version__)
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    print_json(out, args.json)
     return 0
 
 

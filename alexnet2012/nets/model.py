@@ -11,7 +11,7 @@ relocates it; ``state_dict()`` is the canonical layout for both.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -38,32 +38,29 @@ class Preset:
     lrn_cross: bool = False  # Caffe's LRN runs across both towers (ref §5)
 
 
+_ORIGINAL = Preset(  # the network the 2012 code trained: ref §1 table, §1.3 right column
+    conv1_ops=("lrn", "pool", "relu"),
+    conv2_ops=("relu", "lrn", "snorm", "pool"),
+    conv5_ops=("pool", "relu"),
+    std=(0.01, 0.01, 0.03, 0.03, 0.03, 0.01, 0.01, 0.01),
+    bias=(0, 1, 0, 1, 1, 1, 1, 0),
+    input_size=224,
+    overhang=True,
+)
+# the paper's text: [P] §3.3-3.5, §5; ref §1.3 left column (ReLU first, no spatial norm)
+_PAPER = replace(
+    _ORIGINAL,
+    conv1_ops=("relu", "lrn", "pool"),
+    conv2_ops=("relu", "lrn", "pool"),
+    conv5_ops=("relu", "pool"),
+    std=(0.01,) * 8,
+)
 PRESETS = {
-    # the network the 2012 code trained: ref §1 table, §1.3 right column
-    "original": Preset(
-        conv1_ops=("lrn", "pool", "relu"),
-        conv2_ops=("relu", "lrn", "snorm", "pool"),
-        conv5_ops=("pool", "relu"),
-        std=(0.01, 0.01, 0.03, 0.03, 0.03, 0.01, 0.01, 0.01),
-        bias=(0, 1, 0, 1, 1, 1, 1, 0),
-        input_size=224,
-        overhang=True,
-    ),
-    # the paper's text: [P] §3.3-3.5, §5; ref §1.3 left column
-    "paper": Preset(
-        conv1_ops=("relu", "lrn", "pool"),
-        conv2_ops=("relu", "lrn", "pool"),
-        conv5_ops=("relu", "pool"),
-        std=(0.01,) * 8,
-        bias=(0, 1, 0, 1, 1, 1, 1, 0),
-        input_size=224,
-        overhang=True,
-    ),
+    "original": _ORIGINAL,
+    "paper": _PAPER,
     # BVLC bvlc_alexnet: ref §5 (227 input, LRN after ReLU across all channels, k=1)
-    "caffe": Preset(
-        conv1_ops=("relu", "lrn", "pool"),
-        conv2_ops=("relu", "lrn", "pool"),
-        conv5_ops=("relu", "pool"),
+    "caffe": replace(
+        _PAPER,
         std=(0.01, 0.01, 0.01, 0.01, 0.01, 0.005, 0.005, 0.01),
         bias=(0, 0.1, 0, 0.1, 0.1, 0.1, 0.1, 0),
         input_size=227,

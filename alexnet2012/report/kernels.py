@@ -101,13 +101,7 @@ def kernel_grid(weight: torch.Tensor, towers: int, cols: int = 16) -> np.ndarray
 
 def load_conv1(run_dir: str | Path) -> tuple[torch.Tensor, int, dict]:
     """(conv1 weight (K, C, k, k), number of towers, config) from the run's latest checkpoint."""
-    payload, path = checkpoint.load_latest(run_dir)
-    if payload is None:
-        why = checkpoint.newest_problem(run_dir)
-        raise KernelError(
-            f"{run_dir}: no readable checkpoint in {Path(run_dir) / 'checkpoints'}"
-            + (f"; the newest: {why}" if why else "")
-        )
+    payload, path = checkpoint.load_latest_or(run_dir, KernelError)
     state, cfg = payload["model"], payload.get("config", {})
     key = next((k for k in CONV1_KEYS if k in state), None)
     if key is None:

@@ -120,13 +120,7 @@ def _display(data, x: torch.Tensor) -> np.ndarray:
 
 def load(run_dir: str | Path, overrides=(), device: str = "cpu"):
     """(model in eval mode, data) of the run's config and latest checkpoint, one process."""
-    payload, path = checkpoint.load_latest(run_dir)
-    if payload is None:
-        why = checkpoint.newest_problem(run_dir)
-        raise NeighbourError(
-            f"{run_dir}: no readable checkpoint in {Path(run_dir) / 'checkpoints'}"
-            + (f"; the newest: {why}" if why else "")
-        )
+    payload, path = checkpoint.load_latest_or(run_dir, NeighbourError)
     saved = Path(run_dir) / "config.yaml"
     if saved.is_file():
         cfg = load_config(saved, list(overrides))

@@ -233,6 +233,19 @@ def load_latest(run_dir: str | Path, map_location="cpu") -> tuple[dict | None, P
     return None, None
 
 
+def load_latest_or(run_dir: str | Path, error: type[Exception]) -> tuple[dict, Path]:
+    """:func:`load_latest`, but ``error`` naming the folder (and what is wrong with the newest
+    file) when no checkpoint loads: what reading a finished run's weights needs."""
+    payload, path = load_latest(run_dir)
+    if payload is None:
+        why = newest_problem(run_dir)
+        raise error(
+            f"{run_dir}: no readable checkpoint in {Path(run_dir) / 'checkpoints'}"
+            + (f"; the newest: {why}" if why else "")
+        )
+    return payload, path
+
+
 def newest_problem(run_dir: str | Path) -> str:
     """Why the newest checkpoint of ``run_dir`` cannot be loaded (its error, naming the file);
     "" when it loads or there is none."""
