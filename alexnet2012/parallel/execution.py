@@ -2,8 +2,10 @@
 
 The parallel plan is data (:mod:`.plan`): every canonical parameter has a placement, and
 every layer whose ``cross`` flag is set gathers both towers' activations before it runs. The
-network itself is the plain :class:`~alexnet2012.nets.model.AlexNet2012`; :class:`Execution`
-only slices its parameters and inserts the exchanges of :mod:`.comm` (ref §1, [P] §3.5).
+network itself is the plain :class:`~alexnet2012.nets.model.AlexNet2012`; on two ranks
+:func:`.parallelize.parallelize` rewrites it into this rank's tower, a module with the
+exchanges of :mod:`.comm` in it (ref §1, [P] §3.5). :class:`Execution` holds that module with
+the loss, the metrics' sums and the canonical state (:mod:`.state`).
 """
 
 from __future__ import annotations
@@ -14,19 +16,20 @@ from torch import nn
 
 from alexnet2012.config import Config
 from alexnet2012.nets.build import build_model
-from alexnet2012.nets.layers import TowerOp
-from alexnet2012.parallel import comm
-from alexnet2012.parallel.plan import PlanError, placement, refusal
-from alexnet2012.parallel.state import CanonicalState
+from alexnet2012.parallel import comm, state
+from alexnet2012.parallel.layers import local_exchanges
+from alexnet2012.parallel.parallelize import parallelize
+from alexnet2012.parallel.plan import PlanError, placement
 
 __all__ = ["Execution", "PlanError", "build_execution", "placement"]
 
 
-class Execution(CanonicalState):
+class Execution:
     """The model as this process runs it, with the loss, metrics and canonical state.
 
-    In one process (``group.size == 1``) it runs the whole module; on two ranks each rank keeps
-    its tower's slices of the same, fully initialised module and exchanges at the cross layers.
+    In one process (``group.size == 1``) ``model`` is the whole module; on two ranks each rank
+    keeps its tower's slices of the same, fully initialised module, as a
+    :class:`~.parallelize.TowerNet` that exchanges at the cross layers.
     """
 
     def __init__(
@@ -40,15 +43,13 @@ class Execution(CanonicalState):
         self.group = group or comm.single()
         self.data = data or comm.single()  # the replicas of this tower (data parallelism)
         self.fc8, self.overlap = fc8, overlap
-        self.replicated = None
-        self.model = model
         self.full_shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if self.group.size > 1:
+            model = parallelize(model, self.group, fc8, overlap)
+        self.model = model
+        self.replicated = None
         self.compiled = False
         self.compiled_for: set = set()  # what has run compiled: "train", (split, ten_view)
-        self._whole = model  # what one process runs (compiled by compile())
-        if self.group.size > 1:
-            _shard(self, model)
-        self._runs = _segments(model, overlap) if self.group.size > 1 else []
 
     @property
     def holds_logits(self) -> bool:
@@ -56,7 +57,8 @@ class Execution(CanonicalState):
 
     # ----- running ----------------------------------------------------------------------------
     def replicate(self) -> None:
-        """Average this tower's gradients over its data-parallel replicas with PyTorch's DDP.
+        """Average this tower's gradients over its data-parallel replicas with PyTorch's DDP,
+        which wraps :attr:`model` as it is.
 
         Call after the model is on its device. Each replica's loss is the mean over its shard,
         so the average is the gradient of the whole global batch.
@@ -65,9 +67,9 @@ class Execution(CanonicalState):
             return
         from torch.nn.parallel import DistributedDataParallel
 
-        device = next(self.model.parameters()).device
+        device = state.device(self.model)
         self.replicated = DistributedDataParallel(
-            _Tower(self),
+            self.model,
             device_ids=[device] if device.type == "cuda" else None,
             process_group=self.data.group,
         )  # the nets have no buffers: DDP's buffer sync has nothing to do
@@ -80,46 +82,27 @@ class Execution(CanonicalState):
 
     def forward_local(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` without the data-parallel wrapper."""
-        if self.group.size == 1:
-            return self._whole(x)
-        g, fc8 = self.group, self.model.blocks()[-1]
-        x = self._before_fc8(x, local=False)
-        if self.fc8 == "split":
-            return comm.sum_partials(fc8(x), g, "fc8")
-        x = comm.gather_to_head(x, g, "fc8")
-        return fc8(x) if g.rank == 0 else x
-
-    def _before_fc8(self, x: torch.Tensor, local: bool) -> torch.Tensor:
-        """conv1..fc7 on this rank: the runs of blocks between exchanges; ``local``: stand-ins
-        for the exchanges' results (shapes, dtypes, strides), nothing exchanged."""
-        g = self.group
-        for kind, name, run in self._runs:
-            if kind == "swap":
-                x = _overlapped(run, x, g, local)
-                continue
-            if kind == "gather":  # exchanges follow pooling, as in [P] §3.5: 13x13, 6x6, 2048
-                x = comm.gathered_stand_in(x, g) if local else comm.gather_towers(x, g, name)
-            x = run(x)  # (N, C/2, ...) this tower's channels
-        return x
+        return self.model(x)
 
     def compile(self) -> None:
-        """``train.compile``: one process compiles the whole network; a rank compiles each run
-        of blocks between two exchanges, which stay eager (collectives, counters and CUDA
-        events are no graph material), so a tower's conv stack is one graph up to its exchange.
-        fc8 (on one rank, or split) stays eager: one matrix product, not worth a graph."""
+        """``train.compile``: one process compiles the whole network (in place: DDP and the
+        state keep the module); a rank compiles each run of blocks between two exchanges
+        (:meth:`~.parallelize.TowerNet.compile_runs`), which stay eager."""
         self.compiled = True
         if self.group.size == 1:
-            self._whole = torch.compile(self.model)
-            return
-        self._runs = [(k, n, r if k == "swap" else torch.compile(r)) for k, n, r in self._runs]
+            self.model.compile()
+        else:
+            self.model.compile_runs()
 
     def forward_alone(self, x: torch.Tensor) -> torch.Tensor | None:
-        """conv1..fc7 of this rank with zeros standing in for the peers' activations, nothing
-        exchanged, when compiled on two ranks (else None): run (and backpropagated) before the
-        first compiled step, it compiles this rank's graphs without a peer waiting meanwhile."""
+        """conv1..fc7 of this rank with stand-ins for the exchanges (zeros for the peers'
+        activations), nothing exchanged, when compiled on two ranks (else None): run (and
+        backpropagated) before the first compiled step, it compiles this rank's graphs
+        without a peer waiting meanwhile."""
         if not self.compiled or self.group.size == 1:
             return None
-        return self._before_fc8(x, local=True)
+        with local_exchanges(self.model):
+            return self.model.features(x)
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy where the logits are; elsewhere a zero that carries the exchange back."""
@@ -131,72 +114,29 @@ class Execution(CanonicalState):
         """Sums of metric values (loss, counts) over the replicas, from each pair's head rank."""
         return comm.all_reduce_sum(comm.broadcast(values, self.group, src=0), self.data)
 
+    # ----- state (:mod:`.state`) ------------------------------------------------------------
     def named_parameters(self):
         return self.model.named_parameters()
 
+    def param_bytes(self) -> int:
+        return state.param_bytes(self.model)
 
-class _Tower(nn.Module):
-    """An execution as a module, so DistributedDataParallel can wrap one tower's parameters."""
+    def gather(self, name: str, local: torch.Tensor | None) -> torch.Tensor:
+        """The full canonical tensor for parameter ``name`` from each rank's piece."""
+        dev = state.device(self.model)
+        return state.gather(name, local, self.group, self.fc8, self.full_shapes, dev)
 
-    def __init__(self, ex: Execution):
-        super().__init__()
-        self.model = ex.model
-        self._forward = ex.forward_local
+    def canonical_state(self) -> dict[str, torch.Tensor]:
+        return state.canonical_state(self.model, self.group, self.fc8, self.full_shapes)
 
-    def forward(self, x):
-        return self._forward(x)
+    def load_canonical(self, sd: dict[str, torch.Tensor]) -> None:
+        state.load_canonical(self.model, sd, self.group, self.fc8, self.full_shapes)
 
+    def canonical_by_name(self, by_name: dict[str, dict]) -> dict[str, dict]:
+        return state.canonical_by_name(self.model, by_name, self.group, self.fc8, self.full_shapes)
 
-def _shard(ex: Execution, model: nn.Module) -> None:
-    """Keep this rank's tower of ``model``: its slices of every parameter (:mod:`.plan`)."""
-    if (why := refusal(model)) is not None:
-        raise PlanError(why)
-    if ex.group.size != 2:
-        raise PlanError(f"a tower pair needs exactly 2 ranks, got {ex.group.size}")
-    r = ex.group.rank
-    with torch.no_grad():
-        for block in model.blocks():
-            for kind in ("weight", "bias"):
-                full = getattr(block, kind)
-                local = ex._slice(f"{block.name}.{kind}", full)
-                setattr(block, kind, None if local is None else nn.Parameter(local.clone()))
-            block.groups = 1  # a rank's slice reads one tower, or the gathered input
-            for m in block.modules():
-                if isinstance(m, TowerOp):
-                    m.towers, m.tower = 1, r
-    if r != 0 and ex.fc8 == "rank0":
-        model.fc8 = None  # [C12]: fc8 and the softmax live on GPU0 only
-
-
-def _segments(model: nn.Module, overlap: bool) -> list[tuple[str, str, nn.Module]]:
-    """conv1..fc7 of a rank as runs of blocks that start at an exchange: ("", "conv1",
-    conv1-conv2), ("gather", "conv3", conv3-conv5), ("gather", "fc6", fc6), ... for the paper's
-    cross layers; an overlapped cross layer ("swap") is a run of its own."""
-    runs: list = []
-    for block in model.blocks()[:-1]:
-        if block.cross and overlap:
-            runs.append(("swap", block.name, [block]))
-        elif block.cross or not runs or runs[-1][0] == "swap":
-            runs.append(("gather" if block.cross else "", block.name, [block]))
-        else:
-            runs[-1][2].append(block)
-    return [(k, n, b[0] if k == "swap" else nn.Sequential(*b)) for k, n, b in runs]
-
-
-def _overlapped(block, x: torch.Tensor, g: comm.TowerGroup, local: bool) -> torch.Tensor:
-    """A cross layer as own-tower part + peer part (ref §1: one weight block per input tower,
-    outputs summed), the exchange running while the own part is computed (``local``: zeros
-    stand in for the peer's activation, nothing is exchanged)."""
-    r = g.rank
-    w = block.weight.chunk(2, dim=1)  # input columns of tower 0, of tower 1
-    x = block.pre(x)
-    if local:  # the peer's activation arrives as swap_start sends ours: contiguous
-        own, peer = block.op(x, w[r], block.bias), torch.zeros_like(x.contiguous())
-    else:
-        buf, pending = comm.swap_start(x, g, block.name)
-        own = block.op(x, w[r], block.bias)
-        peer = comm.swap_finish(buf, pending)
-    return block.post(own + block.op(peer, w[1 - r], None))
+    def local_by_name(self, canonical: dict[str, dict]) -> dict[str, dict]:
+        return state.local_by_name(self.model, canonical, self.group, self.fc8)
 
 
 def build_execution(cfg: Config, env, num_classes: int, in_channels: int):
@@ -209,9 +149,9 @@ def build_execution(cfg: Config, env, num_classes: int, in_channels: int):
     """
     model = build_model(cfg, num_classes, in_channels)
     ex = Execution(model, env.group, cfg.parallel.fc8, cfg.parallel.overlap, env.data)
-    model.to(env.device)
+    ex.model.to(env.device)
     if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
+        ex.model.to(memory_format=torch.channels_last)
     ex.replicate()
     if cfg.train.compile:
         ex.compile()

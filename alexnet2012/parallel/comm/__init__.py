@@ -10,8 +10,10 @@ are autograd pairs, each "forward: X, backward: Y" (Megatron's ``tensor_parallel
 
 All are built on public ``torch.distributed`` calls (``torch.distributed.nn.functional`` is
 deprecated, ``_functional_collectives`` private; docs/parallel.md) and are the identity on a
-group of one rank. Each counts the bytes this rank sends and the time it held the rank up (host
-time on the CPU, CUDA events on a GPU), under the exchange's name, forward and backward together.
+group of one rank. Their counters are kept apart from their arithmetic (:mod:`.meter`): a
+:class:`Meter` around each call counts the bytes this rank sends and the time it held the rank
+up (host time on the CPU, CUDA events on a GPU), under the exchange's name, forward and
+backward together.
 """
 
 from alexnet2012.parallel.comm.exchanges import (
@@ -32,10 +34,11 @@ from alexnet2012.parallel.comm.group import (
     single,
     world,
 )
+from alexnet2012.parallel.comm.meter import Meter
 from alexnet2012.parallel.comm.swap import Pending, swap_finish, swap_start
 
 __all__ = [
-    "Pending", "TowerGroup", "all_gather_cat", "all_reduce_sum", "barrier", "broadcast",
+    "Meter", "Pending", "TowerGroup", "all_gather_cat", "all_reduce_sum", "barrier", "broadcast",
     "broadcast_object", "gather_to_head", "gather_towers", "gathered_stand_in", "loopback_pair",
     "set_timeout", "single", "sum_partials", "swap_finish", "swap_start", "world",
 ]  # fmt: skip

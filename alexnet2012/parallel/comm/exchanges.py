@@ -1,8 +1,10 @@
 """The autograd exchanges of the 2012 net, one per kind of cross layer (the package docstring).
 
-Each is a pair "forward: X, backward: Y" and the identity on a group of one rank. Every tensor
-handed to a collective or a send is contiguous, whatever the layout (channels_last) and batch
-size: NCCL refuses other tensors, and reads a dense permuted one in memory order.
+Each is a pair "forward: X, backward: Y" (Megatron's ``tensor_parallel/mappings.py``) that does
+the arithmetic and the collective only, and is the identity on a group of one rank. The counters
+are a :class:`~.meter.Meter` around each collective (none without a name). Every tensor handed to
+a collective or a send is contiguous, whatever the layout (channels_last) and batch size: NCCL
+refuses other tensors, and reads a dense permuted one in memory order.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch.distributed as dist
 
 from alexnet2012.parallel.comm.group import TowerGroup
 from alexnet2012.parallel.comm.loopback import ops
+from alexnet2012.parallel.comm.meter import Meter, nbytes
 
 
 # torch 2.14 deprecates the *_into_tensor / *_tensor names (FutureWarning) for *_single
@@ -26,21 +29,16 @@ def _reduce_scatter_single(out, parts, op, group):
     call(out, parts, op=op, group=group)
 
 
-def _nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
 class _GatherTowers(torch.autograd.Function):
     """forward: all-gather along dim 1 (rank order), backward: reduce-scatter (sum, keep own)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, g: TowerGroup, name: str) -> torch.Tensor:
-        ctx.g, ctx.name = g, name
+    def forward(ctx, x: torch.Tensor, g: TowerGroup, meter: Meter) -> torch.Tensor:
+        ctx.g, ctx.meter = g, meter
         x = x.contiguous()  # (N, c, ...) this tower's channels
-        t0 = g.clock(x)
-        out = x.new_empty((g.size * x.shape[0], *x.shape[1:]))  # rank-major (gloo: not stacked)
-        _all_gather_single(out, x, group=g.group)
-        g.count(name, _nbytes(x) * (g.size - 1), t0, "all_gather")
+        with meter("all_gather", x, nbytes(x) * (g.size - 1)):
+            out = x.new_empty((g.size * x.shape[0], *x.shape[1:]))  # rank-major (gloo: no stack)
+            _all_gather_single(out, x, group=g.group)
         return _channels_from_ranks(out, g.size)
 
     @staticmethod
@@ -50,10 +48,9 @@ class _GatherTowers(torch.autograd.Function):
         parts = grad.reshape(n, g.size, c, *rest).movedim(1, 0).reshape(g.size * n, c, *rest)
         # at n=1 the reshape is a view in channel-major order (any layout): make it rank-major
         parts = parts.contiguous()
-        t0 = g.clock(parts)
-        out = grad.new_empty((n, c, *rest))
-        _reduce_scatter_single(out, parts, op=dist.ReduceOp.SUM, group=g.group)
-        g.count(ctx.name, _nbytes(out) * (g.size - 1), t0, "reduce_scatter")
+        with ctx.meter("reduce_scatter", parts, nbytes(parts) // g.size * (g.size - 1)):
+            out = grad.new_empty((n, c, *rest))
+            _reduce_scatter_single(out, parts, op=dist.ReduceOp.SUM, group=g.group)
         return out, None, None
 
 
@@ -86,33 +83,31 @@ class _GatherToHead(torch.autograd.Function):
     """forward: send to the head, which concatenates along dim 1; backward: head sends slices."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, g: TowerGroup, name: str, head: int) -> torch.Tensor:
-        ctx.g, ctx.name, ctx.head = g, name, head
+    def forward(ctx, x: torch.Tensor, g: TowerGroup, meter: Meter, head: int) -> torch.Tensor:
+        ctx.g, ctx.meter, ctx.head = g, meter, head
         ctx.shape, ctx.dtype, ctx.device = x.shape, x.dtype, x.device
         x = x.contiguous()
-        t0 = g.clock(x)
         if g.rank != head:
-            ops(g.group).send(x, dst=g.global_rank(head), group=g.group)
-            g.count(name, _nbytes(x), t0, "to_head")
+            with meter("to_head", x, nbytes(x)):
+                ops(g.group).send(x, dst=g.global_rank(head), group=g.group)
             return x.new_empty((x.shape[0], 0, *x.shape[2:]))  # (N, 0): still on x's graph
-        parts = [x if r == head else torch.empty_like(x) for r in range(g.size)]
-        _with_each_peer("irecv", parts, g, head)
-        g.count(name, 0, t0, "to_head")
+        with meter("to_head", x, 0):
+            parts = [x if r == head else torch.empty_like(x) for r in range(g.size)]
+            _with_each_peer("irecv", parts, g, head)
         return torch.cat(parts, dim=1)  # (N, size*c, ...) in rank order
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         g, head = ctx.g, ctx.head
-        t0 = g.clock(grad)
         if g.rank != head:
-            out = torch.empty(ctx.shape, dtype=ctx.dtype, device=ctx.device)
-            ops(g.group).recv(out, src=g.global_rank(head), group=g.group)
-            g.count(ctx.name, 0, t0, "from_head")
+            with ctx.meter("from_head", grad, 0):
+                out = torch.empty(ctx.shape, dtype=ctx.dtype, device=ctx.device)
+                ops(g.group).recv(out, src=g.global_rank(head), group=g.group)
             return out, None, None, None
-        parts = [p.contiguous() for p in grad.chunk(g.size, dim=1)]
-        _with_each_peer("isend", parts, g, head)
-        sent = sum(_nbytes(parts[r]) for r in range(g.size) if r != head)
-        g.count(ctx.name, sent, t0, "from_head")
+        # the slices sent: every rank's but the head's (equal chunks of the channels)
+        with ctx.meter("from_head", grad, nbytes(grad) // g.size * (g.size - 1)):
+            parts = [p.contiguous() for p in grad.chunk(g.size, dim=1)]
+            _with_each_peer("isend", parts, g, head)
         return parts[head], None, None, None
 
 
@@ -120,12 +115,11 @@ class _SumPartials(torch.autograd.Function):
     """forward: all-reduce sum, backward: identity (Megatron's reduce-from region)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, g: TowerGroup, name: str) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, g: TowerGroup, meter: Meter) -> torch.Tensor:
         out = x.clone(memory_format=torch.contiguous_format)
-        t0 = g.clock(out)
-        ops(g.group).all_reduce(out, op=dist.ReduceOp.SUM, group=g.group)
         # a ring all-reduce sends 2 (size-1)/size of the tensor per rank (the tensor at size 2)
-        g.count(name, _nbytes(out) * 2 * (g.size - 1) // g.size, t0, "all_reduce")
+        with meter("all_reduce", out, nbytes(out) * 2 * (g.size - 1) // g.size):
+            ops(g.group).all_reduce(out, op=dist.ReduceOp.SUM, group=g.group)
         return out
 
     @staticmethod
@@ -133,17 +127,20 @@ class _SumPartials(torch.autograd.Function):
         return grad, None, None
 
 
-def gather_towers(x: torch.Tensor, group: TowerGroup, name: str) -> torch.Tensor:
+def gather_towers(x: torch.Tensor, group: TowerGroup, name: str | None) -> torch.Tensor:
     """(N, c, ...) per tower -> (N, size*c, ...), rank 0's channels first, on every rank.
 
     forward: all-gather along channels, backward: reduce-scatter. Each rank computes different
     outputs from the gathered input, so its input gradient is the sum over ranks of their
-    partial gradients, of which it keeps its own channel slice.
+    partial gradients, of which it keeps its own channel slice. Counted under ``name`` (None:
+    not counted), forward and backward together.
     """
-    return x if group.size == 1 else _GatherTowers.apply(x, group, name)
+    return x if group.size == 1 else _GatherTowers.apply(x, group, Meter(group, name))
 
 
-def gather_to_head(x: torch.Tensor, group: TowerGroup, name: str, head: int = 0) -> torch.Tensor:
+def gather_to_head(
+    x: torch.Tensor, group: TowerGroup, name: str | None, head: int = 0
+) -> torch.Tensor:
     """(N, c, ...) per tower -> (N, size*c, ...) on ``head``; (N, 0, ...) on the other ranks.
 
     forward: send/recv to the head, backward: the head sends each rank its gradient slice.
@@ -151,13 +148,13 @@ def gather_to_head(x: torch.Tensor, group: TowerGroup, name: str, head: int = 0)
     loss that depends on the returned tensor (off the head, e.g. ``out.sum()``, which is zero),
     or the head blocks in backward waiting to send.
     """
-    return x if group.size == 1 else _GatherToHead.apply(x, group, name, head)
+    return x if group.size == 1 else _GatherToHead.apply(x, group, Meter(group, name), head)
 
 
-def sum_partials(x: torch.Tensor, group: TowerGroup, name: str) -> torch.Tensor:
+def sum_partials(x: torch.Tensor, group: TowerGroup, name: str | None) -> torch.Tensor:
     """Sum of every rank's partial ``x`` (e.g. fc8 logits from each input half), on every rank.
 
     forward: all-reduce sum, backward: identity. Every rank computes the same loss from the sum;
     an all-reduce backward would make each gradient ``size`` times too large (parallel.md).
     """
-    return x if group.size == 1 else _SumPartials.apply(x, group, name)
+    return x if group.size == 1 else _SumPartials.apply(x, group, Meter(group, name))

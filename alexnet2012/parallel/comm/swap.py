@@ -1,20 +1,22 @@
 """The overlapped exchange: a cross layer's input swapped with the peer tower while this
-tower computes its own part (``parallel.overlap``), as an autograd pair of two halves."""
+tower computes its own part (``parallel.overlap``), as an autograd pair of two halves. Each
+half starts or awaits the batched send/receive; its counters are a :class:`~.meter.Meter`
+around it (kind "")."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 
-from alexnet2012.parallel.comm.exchanges import _nbytes
 from alexnet2012.parallel.comm.group import TowerGroup
+from alexnet2012.parallel.comm.meter import Meter, nbytes
 
 
 class Pending:
     """An exchange in flight between :func:`swap_start` and :func:`swap_finish`."""
 
-    def __init__(self, g: TowerGroup, name: str):
-        self.g, self.name = g, name
+    def __init__(self, g: TowerGroup, name: str | None):
+        self.g, self.meter = g, Meter(g, name)
         self.works: list = []
         self.grad_works: list = []
         self.grad_in: torch.Tensor | None = None
@@ -27,6 +29,11 @@ class Pending:
         return dist.batch_isend_irecv(ops)
 
 
+def _wait(works: list) -> None:
+    for w in works:
+        w.wait()
+
+
 class _SwapStart(torch.autograd.Function):
     """forward: start sending x to the peer (returns the receive buffer, not yet filled);
     backward: wait for the peer's gradient of x (started by :class:`_SwapFinish`'s backward)."""
@@ -36,18 +43,15 @@ class _SwapStart(torch.autograd.Function):
         ctx.p = p
         x = x.contiguous()
         buf = torch.empty_like(x)
-        t0 = p.g.clock(x)
-        p.works = p.exchange(x, buf)
-        p.g.count(p.name, _nbytes(x), t0)
+        with p.meter("", x, nbytes(x)):
+            p.works = p.exchange(x, buf)
         return buf
 
     @staticmethod
     def backward(ctx, _unused: torch.Tensor):
         p = ctx.p
-        t0 = p.g.clock(p.grad_in)
-        for w in p.grad_works:
-            w.wait()
-        p.g.count(p.name, 0, t0)
+        with p.meter("", p.grad_in):
+            _wait(p.grad_works)
         return p.grad_in, None
 
 
@@ -58,10 +62,8 @@ class _SwapFinish(torch.autograd.Function):
     @staticmethod
     def forward(ctx, buf: torch.Tensor, p: Pending) -> torch.Tensor:
         ctx.p = p
-        t0 = p.g.clock(buf)
-        for w in p.works:
-            w.wait()
-        p.g.count(p.name, 0, t0)
+        with p.meter("", buf):
+            _wait(p.works)
         return buf.view_as(buf)
 
     @staticmethod
@@ -69,18 +71,20 @@ class _SwapFinish(torch.autograd.Function):
         p = ctx.p
         grad = grad.contiguous()
         p.grad_in = torch.empty_like(grad)
-        t0 = p.g.clock(grad)
-        p.grad_works = p.exchange(grad, p.grad_in)
-        p.g.count(p.name, _nbytes(grad), t0)
+        with p.meter("", grad, nbytes(grad)):
+            p.grad_works = p.exchange(grad, p.grad_in)
         return grad, None  # a placeholder: _SwapStart returns the received gradient
 
 
-def swap_start(x: torch.Tensor, group: TowerGroup, name: str) -> tuple[torch.Tensor, Pending]:
+def swap_start(
+    x: torch.Tensor, group: TowerGroup, name: str | None
+) -> tuple[torch.Tensor, Pending]:
     """Begin swapping this tower's activation with the peer tower's (two ranks).
 
     forward: isend/irecv started, backward: the peer's gradient for ``x`` awaited. Compute the
     own-tower part of the cross layer, then call :func:`swap_finish` for the peer's activation;
     together the pair moves what :func:`gather_towers` moves, but overlapped with compute.
+    Counted under ``name`` (None: not counted).
     """
     if group.size != 2:
         raise ValueError(f"overlapped exchanges need a tower pair (2 ranks), got {group.size}")
