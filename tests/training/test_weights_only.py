@@ -47,6 +47,14 @@ def planted(saved, tmp_path):
     return run_dir, marker
 
 
+def one_error(capsys, argv: list[str]) -> str:
+    """The one error line of a command that ends with exit status 2."""
+    assert cli.main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1, err
+    return err[0]
+
+
 def only_planted(run_dir):
     """Leave the planted newest checkpoint alone in ``run_dir``."""
     for p in (run_dir / "checkpoints").glob("ckpt-00000002.pt*"):
@@ -77,9 +85,8 @@ def test_resume_with_only_a_planted_checkpoint_is_refused_untouched(planted, cap
     run_dir, marker = planted
     only_planted(run_dir)
     before = files(run_dir)
-    assert cli.main(["train", "--resume", str(run_dir), "wandb.mode=disabled"]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-    assert len(err) == 1 and "ckpt-00000004.pt: " + REFUSED in err[0], err
+    err = one_error(capsys, ["train", "--resume", str(run_dir), "wandb.mode=disabled"])
+    assert "ckpt-00000004.pt: " + REFUSED in err, err
     assert files(run_dir) == before and not marker.exists()
 
 
@@ -88,9 +95,8 @@ def test_reports_refuse_a_planted_checkpoint(planted, tmp_path, capsys, command)
     run_dir, marker = planted
     only_planted(run_dir)
     extra = ["--queries", "1", "--k", "1", "--limit", "8"] if command == "neighbours" else []
-    assert cli.main([command, str(run_dir), "--out", str(tmp_path / "out"), *extra]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-    assert len(err) == 1 and "ckpt-00000004.pt: " + REFUSED in err[0], err
+    err = one_error(capsys, [command, str(run_dir), "--out", str(tmp_path / "out"), *extra])
+    assert "ckpt-00000004.pt: " + REFUSED in err, err
     assert not marker.exists()
 
 
@@ -98,9 +104,8 @@ def test_convert_refuses_a_planted_pth(tmp_path, capsys):
     marker = tmp_path / "PWNED"
     src = plant_pth(tmp_path / "alexnet.pth", marker)
     args = [str(src), str(tmp_path / "out.pth"), "--from", "torchvision"]
-    assert cli.main(["convert", *args]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-    assert len(err) == 1 and f"alexnet.pth: {REFUSED}" in err[0], err
+    err = one_error(capsys, ["convert", *args])
+    assert f"alexnet.pth: {REFUSED}" in err, err
     assert not marker.exists() and not (tmp_path / "out.pth").exists()
 
 
@@ -108,10 +113,9 @@ def test_convert_reads_a_pickled_npy_only_with_the_flag(tmp_path, capsys):
     marker = tmp_path / "PWNED"
     src = plant_npy(tmp_path / "bvlc.npy", marker)
     args = [str(src), str(tmp_path / "out.pt"), "--from", "caffe"]
-    assert cli.main(["convert", *args]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-    assert len(err) == 1 and "bvlc.npy: holds pickled Python objects" in err[0], err
-    assert "--allow-pickle" in err[0] and not marker.exists()
+    err = one_error(capsys, ["convert", *args])
+    assert "bvlc.npy: holds pickled Python objects" in err and "--allow-pickle" in err, err
+    assert not marker.exists()
     npz = tmp_path / "bvlc.npz"  # an archive with a pickled member
     np.savez(npz, conv1_weights=np.array([Planted(marker)], dtype=object))
     assert cli.main(["convert", str(npz), str(tmp_path / "out.pt"), "--from", "caffe"]) == 2
