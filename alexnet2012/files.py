@@ -7,7 +7,8 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -43,15 +44,25 @@ def write_atomic(
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        _write(path, tmp, data, before_rename)
+        with writing(path, lambda: tmp.stat().st_size if tmp.exists() else None):
+            _write(path, tmp, data, before_rename)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def writing(path: str | os.PathLike, needed: Callable[[], int | None] | None = None) -> Iterator:
+    """Writes to ``path`` inside: a full disk (ENOSPC anywhere in the error's chain) comes out
+    as :func:`disk_full`'s :class:`DiskFullError` naming ``path`` and the free space there
+    (``needed()``: the bytes wanted, asked when it happens); any other error as it was."""
+    try:
+        yield
     except DiskFullError:
         raise
     except (OSError, RuntimeError) as e:
         if is_disk_full(e):
-            raise disk_full(path, tmp.stat().st_size if tmp.exists() else None) from None
+            raise disk_full(path, needed() if needed else None) from None
         raise
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write(path: Path, tmp: Path, data, before_rename) -> None:

@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from alexnet2012.files import disk_full, is_disk_full
+from alexnet2012.files import writing
 
 LOCK_FILE = "job.lock"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json")  # what a started run has written
@@ -49,19 +49,18 @@ class RunLock:
         self._previous = os.pread(fd, 4096, 0) if existed else None
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         holder = f"host {socket.gethostname()}, pid {os.getpid()}, since {stamp}\n".encode()
-        try:
-            os.pwrite(fd, holder.ljust(len(self._previous or b"")), 0)  # no space freed first
-            os.ftruncate(fd, len(holder))
-        except OSError as e:  # a full disk: leave the folder as it was, say where
-            self._fd = fd
+        with writing(self.path):  # a full disk: named, after the folder is left as it was
             try:
-                self.release(restore=True)
-            except OSError:  # the old holder's line could not be put back: only a note lost
-                os.close(fd)
-                self._fd = None
-            if is_disk_full(e):
-                raise disk_full(self.path) from None
-            raise
+                os.pwrite(fd, holder.ljust(len(self._previous or b"")), 0)  # no space freed first
+                os.ftruncate(fd, len(holder))
+            except OSError:
+                self._fd = fd
+                try:
+                    self.release(restore=True)
+                except OSError:  # the old holder's line could not be put back: only a note lost
+                    os.close(fd)
+                    self._fd = None
+                raise
         self._fd = fd
         return self
 

@@ -23,7 +23,7 @@ import torch
 
 from alexnet2012.control import hooks
 from alexnet2012.control.runlock import earlier_run
-from alexnet2012.files import DiskFullError, disk_full, fsync_dir, is_disk_full, write_atomic
+from alexnet2012.files import DiskFullError, disk_full, fsync_dir, write_atomic, writing
 from alexnet2012.training import weights_only
 
 log = logging.getLogger(__name__)
@@ -88,13 +88,8 @@ def mark_refused(run_dir: str | Path, job: str) -> None:
     """Record that job ``job`` was refused a fresh start in ``run_dir``: if it reuses the run id
     of the job that started the run, its restarts must not take that run over."""
     path = Path(run_dir) / REFUSED_FILE
-    try:
-        with open(path, "a") as f:
-            f.write(job + "\n")
-    except OSError as e:
-        if is_disk_full(e):
-            raise disk_full(path) from None
-        raise
+    with writing(path), open(path, "a") as f:
+        f.write(job + "\n")
 
 
 def resumable_by(run_dir: str | Path, job: str) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from alexnet2012.files import disk_full, is_disk_full, write_atomic
+from alexnet2012.files import write_atomic, writing
 from alexnet2012.training import wandbrun
 from alexnet2012.training.wandbrun import resolve_mode
 
@@ -84,13 +84,9 @@ class RunLogger:
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Append ``{"step": step, **metrics}`` to ``metrics.jsonl`` and send it to W&B."""
         row = {"step": int(step), **{k: _number(v) for k, v in metrics.items()}}
-        try:
+        with writing(self.run_dir / METRICS):
             self._file.write(json.dumps(row) + "\n")
             self._file.flush()
-        except OSError as e:
-            if is_disk_full(e):
-                raise disk_full(self.run_dir / METRICS) from None
-            raise
         if self._wandb is not None:
             try:
                 self._wandb.log({k: v for k, v in row.items() if k != "step"}, step=int(step))

@@ -123,3 +123,30 @@ def test_under_two_ranks_a_full_disk_at_the_start_stops_both_with_its_words(tmp_
     assert messages[0] == messages[1], messages  # not "the other rank died"
     assert "writing config.yaml" in messages[0] and "start the run again" in messages[0]
     assert not (run_dir / "config.yaml").exists() and not (run_dir / "metrics.jsonl").exists()
+
+
+def test_every_writer_names_its_file_when_the_disk_is_full(tmp_path, monkeypatch):
+    """files.writing turns ENOSPC (also inside a RuntimeError's chain) into the one message; the
+    metrics log, the refused-job record, the lock and the atomic writes go through it."""
+    full = OSError(errno.ENOSPC, "No space left on device")
+    for raised in (full, RuntimeError("torch.save failed")):
+        raised.__cause__ = full if raised is not full else None
+        with pytest.raises(DiskFullError, match=f"of {tmp_path} writing x.bin \\(.* free there"):
+            with files.writing(tmp_path / "x.bin"):
+                raise raised
+    with pytest.raises(PermissionError), files.writing(tmp_path / "x.bin"):
+        raise PermissionError(errno.EACCES, "denied")
+
+    class FullFile:
+        def write(self, _):
+            raise full
+
+    from alexnet2012.training.tracking import RunLogger
+
+    logger = RunLogger(tmp_path)
+    logger._file = FullFile()
+    with pytest.raises(DiskFullError, match="writing metrics.jsonl"):
+        logger.log({"loss": 1.0}, 1)
+    monkeypatch.setattr("builtins.open", lambda *a, **k: FullFile.write(None, None))
+    with pytest.raises(DiskFullError, match=f"writing {checkpoint.REFUSED_FILE}"):
+        checkpoint.mark_refused(tmp_path, "job")
