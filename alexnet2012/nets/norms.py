@@ -120,6 +120,14 @@ def _no_denominators(x: torch.Tensor) -> torch.Tensor:
     return x.new_empty(0, dtype=torch.float32)
 
 
+def _laid_out_as(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides of ``torch.empty_like(x)``, what the fake kernels below promise
+    torch.compile (a window sum across the maps of a channels_last ``x`` comes out contiguous):
+    a copy only when they differ."""
+    like = torch.empty_like(x, dtype=t.dtype)
+    return t if t.stride() == like.stride() else like.copy_(t)
+
+
 # ----- the operator ----------------------------------------------------------------------------
 @torch.library.custom_op("alexnet2012::response_norm", mutates_args=())
 def response_norm_op(
@@ -132,7 +140,7 @@ def response_norm_op(
 
         return norm_kernels.forward(x, axis, groups, size, scale, beta, k), _no_denominators(x)
     out, d = _forward_torch(_in_fp32(x), axis, groups, size, scale, beta, k)
-    return out.to(x.dtype), d
+    return _laid_out_as(out.to(x.dtype), x), _laid_out_as(d, x)
 
 
 @torch.library.custom_op("alexnet2012::response_norm_backward", mutates_args=())
@@ -154,7 +162,9 @@ def response_norm_backward_op(
     g32, x32 = _in_fp32(g).to(_in_fp32(x).dtype), _in_fp32(x)
     if not d.numel():  # not kept (a forward on the Triton path): recomputed
         d = _denominator(x32, axis, groups, size, scale, k)
-    return _backward_torch(g32, x32, d, axis, groups, size, scale, beta).to(x.dtype)
+    return _laid_out_as(
+        _backward_torch(g32, x32, d, axis, groups, size, scale, beta).to(x.dtype), x
+    )
 
 
 @response_norm_op.register_fake

@@ -97,6 +97,30 @@ def test_gradcheck(case):
     )
 
 
+LAYOUTS = {
+    "contiguous": lambda x: x,
+    "channels_last": lambda x: x.contiguous(memory_format=torch.channels_last),
+    "a slice of the maps": lambda x: torch.cat([x, x], 1)[:, : x.shape[1]],  # not dense
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("case", [CASES[0], CASES[4]], ids=[CASES[0][0], CASES[4][0]])
+@pytest.mark.parametrize("batch", [3, 1200], ids=["whole", "chunked"])
+def test_the_fake_kernels_promise_the_real_layouts(case, layout, batch):
+    """What torch.compile is told of the outputs (the fake kernels: strides, dtypes) is what
+    the operator returns, forward and backward, for each layout a net hands it (a window
+    across the maps of a channels_last input once came out contiguous, and a compiled
+    channels_last net failed on it)."""
+    from alexnet2012.nets.norms import response_norm_op
+
+    _, axis, groups, size, scale, k = case
+    x = LAYOUTS[layout](torch.randn(batch, 12, 7, 6) * 80)
+    checks = ("test_schema", "test_faketensor", "test_autograd_registration")
+    torch.library.opcheck(response_norm_op, (x, axis, groups, size, scale, 0.75, k),
+                          test_utils=checks)  # fmt: skip
+
+
 def test_bad_shapes_are_named():
     x = torch.randn(1, 6, 4, 4)
     with pytest.raises(ValueError, match="6 channels do not split into 4 groups"):
