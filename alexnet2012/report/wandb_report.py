@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from alexnet2012.report.runs import Run
-from alexnet2012.training.tracking import resolve_mode
+from alexnet2012.training.wandbrun import resolve_mode
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alexnet2012.config import ConfigError, flatten
+from alexnet2012.config import ConfigError, flatten, parse_override
 
 # key (or "section." for a whole section) -> why a resume may change it
 MAY_CHANGE = {
@@ -95,10 +95,10 @@ def check_run_dir(resume_dir: str, overrides: list[str]) -> None:
     """ConfigError when a ``run.dir=`` override names another folder than ``--resume``'s: a
     resumed run stays in its folder."""
     for text in overrides:
-        key, _, value = text.partition("=")
-        if key.strip() != "run.dir" or not value.strip():
+        value = flatten(parse_override(text)).get("run.dir")
+        if value is None or not str(value).strip():
             continue
-        if Path(value.strip()).resolve() != Path(resume_dir).resolve():
+        if Path(str(value).strip()).resolve() != Path(resume_dir).resolve():
             raise ConfigError(
                 f"--resume {resume_dir} continues the run in its own folder; run.dir={value} "
                 f"would move it. Drop run.dir= to continue it there, or start a new run from "

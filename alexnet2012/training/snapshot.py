@@ -88,16 +88,21 @@ def start_from(run: Run) -> None:
     where that one was, with its own config, step count, optimiser and schedule."""
     path = Path(run.cfg.run.start_from)
     data = checkpoint.load(path)
-    was, now = config.to_dict(config.from_dict(data["config"]))["model"], run.cfg.model
-    diff = [f"model.{k} is {v!r} there, {getattr(now, k)!r} now" for k, v in was.items()
-            if getattr(now, k) != v]  # fmt: skip
+    was = config.to_dict(config.from_dict(data["config"]))["model"]
+    diff = contract.refused({"model": was}, {"model": config.to_dict(run.cfg)["model"]})
     if diff:
+        said = "; ".join(f"{k} is {_list(a)!r} there, {_list(b)!r} now" for k, a, b in diff)
         raise config.ConfigError(
-            f"run.start_from {path}: its weights are of another architecture ({'; '.join(diff)});"
+            f"run.start_from {path}: its weights are of another architecture ({said});"
             " a new run from them keeps the model.* keys of that run"
         )
     run.ex.load_canonical(data["model"])
     log.info("starting from the weights of %s (step %d)", path, data["step"])
+
+
+def _list(value):
+    """A flattened config's tuple as the list the config holds (model.widths, model.cross)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def begin(run: Run, resume: bool, total: int | None = None) -> RunState:

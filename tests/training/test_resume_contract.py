@@ -154,3 +154,10 @@ def test_a_variant_is_a_new_run_from_the_checkpoint(saved, tmp_path):
         contract.variant_config(str(ckpt), [f"run.dir={saved}"])
     first = torch.load(checkpoint.checkpoints(new)[0], weights_only=True)
     assert first["step"] == 2 and first["config"]["run"]["start_from"] == str(ckpt)
+    other_net = ["model.lrn=false", "model.cross=[conv3,fc8]", f"run.dir={tmp_path / 'net'}"]
+    words = (
+        r"another architecture \(model.cross is \['conv3', 'fc6', 'fc7', 'fc8'\] there, "
+        r"\['conv3', 'fc8'\] now; model.lrn is True there, False now\); a new run from them"
+    )  # train --from: the weights of another network are refused with both values
+    with pytest.raises(ConfigError, match=words):
+        loop.run(load_config(None, other_net, base=to_dict(cfg)))
