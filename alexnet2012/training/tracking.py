@@ -18,9 +18,8 @@ import yaml
 
 from alexnet2012.files import write_atomic, writing
 from alexnet2012.training import wandbrun
-from alexnet2012.training.wandbrun import resolve_mode
 
-__all__ = ["NullLogger", "RunLogger", "describe_wandb", "make_logger", "resolve_mode"]
+__all__ = ["NullLogger", "RunLogger", "describe_wandb", "make_logger"]
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,8 @@ import pytest
 import yaml
 
 from alexnet2012.config import WandbConfig
-from alexnet2012.training.tracking import (
-    NullLogger,
-    RunLogger,
-    describe_wandb,
-    make_logger,
-    resolve_mode,
-)
+from alexnet2012.training.tracking import NullLogger, RunLogger, describe_wandb, make_logger
+from alexnet2012.training.wandbrun import resolve_mode
 
 
 @pytest.fixture(autouse=True)
