@@ -17,6 +17,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 
 from alexnet2012.files import DiskFullError
@@ -91,7 +92,6 @@ def cmd_train(args) -> int:
 
 def _at_least(low: int):
     """An argparse type: a whole number >= ``low`` (argparse prints one error line, exit 2)."""
-    import argparse
 
     def parse(text: str) -> int:
         try:
@@ -266,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFullError as e:
         print(f"alexnet2012 {args.command}: {e}", file=sys.stderr)
         return EXIT_DISK_FULL
+    except BrokenPipeError:  # stdout's reader left early (`| head`): exit as a shell says it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no last-flush error
+        return 128 + signal.SIGPIPE
     except USER_ERRORS as e:
         print(f"alexnet2012 {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

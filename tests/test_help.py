@@ -30,3 +30,20 @@ def test_train_help_shows_what_a_resume_may_change_and_the_variant_form(capsys):
     out = capsys.readouterr().out
     assert "alexnet2012 train --from runs/dbg/checkpoints/ckpt-00000040.pt run.dir=" in out
     assert "--from CKPT" in out and "refuses anything else" in out
+
+
+def test_a_reader_that_left_early_ends_the_command_quietly():
+    """`alexnet2012 summary ... | head -1`: the rest of the table goes nowhere, no error line,
+    the status a shell gives a process its reader left (128 + SIGPIPE)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    argv = [sys.executable, "-m", "alexnet2012", "summary", "--config", "configs/debug.yaml"]
+    done = subprocess.run(argv, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert done.returncode == 128 + signal.SIGPIPE, done.stderr
+    assert done.stderr == "", done.stderr
