@@ -1,8 +1,9 @@
 """The exchanges as modules, placed in a rank's tower by :func:`.parallelize.parallelize`.
 
 Each is parameter-free (the tower's parameter names stay the plain net's) and runs eagerly
-under ``torch.compile`` (``torch.compiler.disable``: collectives, counters and CUDA events are
-no graph material), so a compiled tower breaks its graphs at the exchanges. In local mode
+under ``torch.compile`` (``torch.compiler.disable``, put in place by :func:`keep_eager` before a
+tower compiles: collectives, counters and CUDA events are no graph material), so a compiled
+tower breaks its graphs at the exchanges. In local mode
 (:func:`local_exchanges`) each returns a stand-in for its result, of the real one's shape,
 dtype and strides, and exchanges nothing: a rank compiles its graphs ahead of the first step
 without a peer waiting (training/step.py).
@@ -19,6 +20,25 @@ from torch import nn
 from alexnet2012.nets.model import Block
 from alexnet2012.parallel import comm
 
+_EAGER: list[type] = []  # the classes whose forward torch.compile must leave alone
+
+
+def _eager(cls: type) -> type:
+    """Class decorator: ``cls.forward`` stays out of compiled graphs once :func:`keep_eager`
+    ran. Not at import: ``torch.compiler.disable`` imports torch's compiler, ~150 MB of host
+    memory and a second or two in every process that builds a net, compiled or not."""
+    _EAGER.append(cls)
+    return cls
+
+
+def keep_eager() -> None:
+    """``torch.compiler.disable`` around every exchange's forward (once): before anything
+    compiles a tower (:meth:`.parallelize.TowerNet.compile`, ``compile_runs``)."""
+    for cls in _EAGER:
+        if not vars(cls).get("_kept_eager", False):
+            cls.forward = torch.compiler.disable(cls.forward)
+            cls._kept_eager = True
+
 
 class Exchange(nn.Module):
     """Base: an exchange named ``name`` (its counters' key) among the towers of ``group``."""
@@ -32,17 +52,18 @@ class Exchange(nn.Module):
         return f"{self.name!r}, rank {self.group.rank} of {self.group.size}"
 
 
+@_eager
 class GatherTowers(Exchange):
     """Before a cross layer (conv3, fc6, fc7 in [P] §3.5): (N, c, ...) this tower's channels ->
     (N, size*c, ...) every tower's, rank 0's first; forward all-gather, backward reduce-scatter."""
 
-    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.local:
             return comm.gathered_stand_in(x, self.group)
         return comm.gather_towers(x, self.group, self.name)
 
 
+@_eager
 class GatherToHead(Exchange):
     """Before fc8 on one rank ([C12], ref §1): every tower's fc7 output on ``head``, (N, 2c);
     an (N, 0) stand-in elsewhere, on the graph so that its backward sends the gradient back."""
@@ -51,7 +72,6 @@ class GatherToHead(Exchange):
         super().__init__(group, name)
         self.head = head
 
-    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.local:
             return comm.gather_to_head(x, self.group, self.name, self.head)
@@ -62,17 +82,18 @@ class GatherToHead(Exchange):
         return torch.cat(parts, dim=1)
 
 
+@_eager
 class SumPartials(Exchange):
     """After fc8 split by input halves: the partial logits summed on every rank; forward
     all-reduce, backward identity (Megatron's reduce-from region)."""
 
-    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.local:
             return x.clone(memory_format=torch.contiguous_format)
         return comm.sum_partials(x, self.group, self.name)
 
 
+@_eager
 class SwapCross(Block):
     """A cross layer overlapped with its exchange (``parallel.overlap``): ``block``'s weights,
     ops and name, run as own-tower part + peer part (ref §1: one weight block per input tower,
@@ -91,7 +112,6 @@ class SwapCross(Block):
         self.group = group
         self.local = False  # zeros stand in for the peer's activation, nothing exchanged
 
-    @torch.compiler.disable
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.group.rank
         w = self.weight.chunk(2, dim=1)  # input columns of tower 0, of tower 1

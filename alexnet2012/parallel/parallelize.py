@@ -3,7 +3,7 @@ its slices of the plain :class:`~alexnet2012.nets.model.AlexNet2012` and runs it
 :class:`TowerNet`, the exchanges placed by the plan between its blocks ([P] §3.5, ref §1).
 
 ``parallelize(model, group, fc8, overlap)(x)`` is this rank's whole forward; DDP wraps the
-tower as it is, ``torch.compile`` compiles it as it is (graph breaks at the exchanges), and
+tower as it is, :meth:`TowerNet.compile` compiles it as it is (graph breaks at the exchanges), and
 :meth:`TowerNet.compile_runs` compiles each run of blocks between two exchanges as one graph.
 """
 
@@ -15,7 +15,13 @@ from torch import nn
 from alexnet2012.nets.layers import TowerOp
 from alexnet2012.nets.model import AlexNet2012, Block
 from alexnet2012.parallel import comm
-from alexnet2012.parallel.layers import GatherToHead, GatherTowers, SumPartials, SwapCross
+from alexnet2012.parallel.layers import (
+    GatherToHead,
+    GatherTowers,
+    SumPartials,
+    SwapCross,
+    keep_eager,
+)
 from alexnet2012.parallel.plan import RANKS, PlanError, local_slice, refusal
 
 
@@ -61,10 +67,17 @@ class TowerNet(nn.Module):
         """This rank's layers in order (no fc8 on a rank that does not hold it)."""
         return [m for m in self.children() if isinstance(m, Block)]
 
+    def compile(self, *args, **kwargs) -> None:
+        """``nn.Module.compile`` (in place) of the tower as it is: graph breaks at the
+        exchanges, which stay eager."""
+        keep_eager()
+        super().compile(*args, **kwargs)
+
     def compile_runs(self) -> None:
         """``train.compile``: each run of blocks between two exchanges becomes one graph (a
         tower's conv stack is one graph up to its exchange); the exchanges, the overlapped
         cross layers and fc8 (one matrix product, not worth a graph) stay eager."""
+        keep_eager()
         head = self._features
         self._stages = [
             torch.compile(s) if i < head and type(s) is nn.Sequential else s
