@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 
-from alexnet2012.files import DiskFullError
+from alexnet2012.files import DiskFullError, stdout_reader_gone
 
 USER_ERRORS = (ValueError, OSError)  # bad values, files and paths: one line, exit 2
 EXIT_USER_ERROR = 2
@@ -266,10 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFullError as e:
         print(f"alexnet2012 {args.command}: {e}", file=sys.stderr)
         return EXIT_DISK_FULL
-    except BrokenPipeError:  # stdout's reader left early (`| head`): exit as a shell says it
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no last-flush error
-        return 128 + signal.SIGPIPE
     except USER_ERRORS as e:
+        if isinstance(e, BrokenPipeError) and stdout_reader_gone():  # `| head`: a shell's status
+            return 128 + signal.SIGPIPE
         print(f"alexnet2012 {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except RuntimeError as e:  # a run that stopped: a signal, a non-finite loss, a lost peer

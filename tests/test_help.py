@@ -47,3 +47,16 @@ def test_a_reader_that_left_early_ends_the_command_quietly():
     os.close(write)
     assert done.returncode == 128 + signal.SIGPIPE, done.stderr
     assert done.stderr == "", done.stderr
+
+
+def test_a_broken_pipe_elsewhere_is_still_an_error(monkeypatch, capsys):
+    """Only a closed standard output ends quietly: a pipe that breaks elsewhere (a worker's, a
+    socket's) while stdout is open is one error line and status 2."""
+    from alexnet2012.nets import summary
+
+    def broken(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(summary, "layer_table", broken)
+    assert cli.main(["summary", "--config", "configs/debug.yaml"]) == 2
+    assert "alexnet2012 summary: error: [Errno 32] Broken pipe" in capsys.readouterr().err
