@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from alexnet2012.config import PAPER_CROSS, Config
 from alexnet2012.nets.build import input_size
-from alexnet2012.nets.model import FULL_WIDTHS
+from alexnet2012.nets.model import FULL_WIDTHS, PRESETS
 from alexnet2012.report.runs import Group, config_diff
 from alexnet2012.report.stats import NOISE_RULE, verdict
 
@@ -72,11 +72,14 @@ def _views(full: Group, ablated: Group) -> str:
 
 
 def _input_size(config: dict) -> int:
-    """The input size the run of a (flattened) group config trained at (nets/build.py's rule)."""
+    """The input size the run of a (flattened) group config trained at (nets/build.py's rule;
+    224, the default preset's, for a config that names no preset this version knows)."""
     cfg = Config()
     m = cfg.model
     m.name, m.preset = config.get("model.name", m.name), config.get("model.preset", m.preset)
     m.input_size = config.get("model.input_size") or 0
+    if m.preset not in PRESETS:  # a run from W&B or an older version
+        m.preset = Config().model.preset
     return input_size(cfg)
 
 

@@ -76,3 +76,12 @@ def test_input_size_one_rule(override, size):
     cfg = load_config(None, override)
     assert input_size(cfg) == size
     assert f", {size}x{size} input," in scale(flatten(to_dict(cfg)))
+
+
+def test_a_report_of_an_unknown_preset_says_the_default_size():
+    """A run's config from W&B or an older version may name a preset this version lacks: the
+    report says the default preset's size, as it did before the rule was shared."""
+    from alexnet2012.report.paper import scale
+
+    assert ", 224x224 input," in scale({"model.preset": "?"})
+    assert ", 227x227 input," in scale({"model.preset": "caffe"})
