@@ -68,6 +68,11 @@ class RunControl:
         if problem:
             raise (DiskFullError if problem[0] else RunFolderError)(problem[1])
 
+    def has_state(self) -> None:
+        """The run has its state (fresh or restored): from here a failure leaves the lock file
+        to say the folder is this job's; before it, a refused run restores the file."""
+        self.began = True
+
     def release(self) -> None:
         """Free the run folder for other jobs (the process's end does it too). A run refused
         before it began leaves the lock file as it found it."""

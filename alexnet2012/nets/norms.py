@@ -124,8 +124,9 @@ def _laid_out_as(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``t`` with the strides of ``torch.empty_like(x)``, what the fake kernels below promise
     torch.compile (a window sum across the maps of a channels_last ``x`` comes out contiguous):
     a copy only when they differ."""
-    like = torch.empty_like(x, dtype=t.dtype)
-    return t if t.stride() == like.stride() else like.copy_(t)
+    if t.stride() == torch.empty_like(x, device="meta").stride():  # strides only, no memory
+        return t
+    return torch.empty_like(x, dtype=t.dtype).copy_(t)
 
 
 # ----- the operator ----------------------------------------------------------------------------

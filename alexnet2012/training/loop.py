@@ -67,7 +67,7 @@ def _train(cfg: Config, ctl: RunControl, resume: bool, replace: bool) -> dict:
         total = per_epoch * t.epochs if not t.max_steps else min(t.max_steps, per_epoch * t.epochs)
         with ctl.patient():  # a resume may read a large file
             snapshot.begin(r, resume, total)  # fresh, or restored: r.state
-        ctl.began = True
+        ctl.has_state()
         # rank 0 may wait up to wandb.init_timeout_s for W&B's server: the others wait for it
         # in a patient section, not in the first exchange under parallel.timeout_s
         with ctl.patient():
