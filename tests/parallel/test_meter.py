@@ -55,3 +55,17 @@ def test_a_meter_counts_one_call_around_its_body():
     with Meter(g)("all_gather", t, nbytes(t)):  # no name: nothing
         pass
     assert g.calls == {"m": 1} and g.bytes_sent == {"m": 20}
+
+
+def test_the_rank_without_the_head_counts_its_send_and_no_return():
+    """gather_to_head with the head on the peer: this rank sends its fc7 part (counted) and
+    receives its gradient slice back (not a send: 0 bytes), as the old counters said."""
+    g = comm.loopback_pair()
+    g.trace = []
+    h = torch.randn(N, C, requires_grad=True)
+    out = comm.gather_to_head(h, g, "e.head", head=1)
+    assert out.shape == (N, 0)  # the stand-in that carries the gradient back
+    out.sum().backward()
+    assert g.bytes_sent == {"e.head": N * C * 4} and g.calls == {"e.head": 2}
+    kinds = [(name, kind, b) for name, kind, b, _, _ in g.trace]
+    assert kinds == [("e.head", "to_head", N * C * 4), ("e.head", "from_head", 0)]

@@ -111,10 +111,18 @@ def test_compiling_the_tower_as_it_is_breaks_at_the_exchanges():
 
 
 def test_compile_runs_makes_one_graph_per_run_between_exchanges():
-    tower = parallelize(tiny(), unconnected(1), "rank0")
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    tower = parallelize(tiny(), unconnected(1), "rank0", overlap=True)
     runs = [s for s in tower._stages if type(s) is torch.nn.Sequential]
-    assert [[b.name for b in r] for r in runs] == [["conv1", "conv2"], ["conv3", "conv4",
-                                                   "conv5"], ["fc6"], ["fc7"]]  # fmt: skip
+    assert [[b.name for b in r] for r in runs] == [["conv1", "conv2"], ["conv4", "conv5"]]
+    tower.compile_runs()  # lazy: nothing compiles before the first call
+    compiled = [s for s in tower._stages if isinstance(s, OptimizedModule)]
+    assert [[b.name for b in s._orig_mod] for s in compiled] == [["conv1", "conv2"],
+                                                                 ["conv4", "conv5"]]  # fmt: skip
+    eager = [s for s in tower._stages if not isinstance(s, OptimizedModule)]
+    assert {type(s) for s in eager} == {SwapCross, GatherToHead}  # the exchanges stay eager
+    assert all(vars(type(s)).get("_kept_eager") for s in eager)  # compiled calls leave them
 
 
 def _replicas(rank):
@@ -145,10 +153,23 @@ def test_ddp_wraps_the_module_with_no_shim(tmp_path):
 def test_building_a_split_net_does_not_load_the_compiler():
     """torch's compiler (~150 MB of host memory, seconds to import) loads only when something
     compiles: the exchanges are kept out of graphs when a tower compiles, not at import."""
+    import os
     import subprocess
     import sys
+    from pathlib import Path
 
-    code = ("import sys; import alexnet2012.parallel.execution, alexnet2012.training.loop; "
-            "print('torch._dynamo' in sys.modules)")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = (
+        "import sys\n"
+        "import torch\n"
+        "from test_parallelize import tiny, unconnected\n"
+        "from alexnet2012.parallel.execution import Execution\n"
+        "from alexnet2012.training import loop\n"
+        "for overlap in (False, True):\n"
+        "    ex = Execution(tiny(), unconnected(0), 'rank0', overlap)\n"
+        "    assert len(list(ex.model.children())) > 8\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False", out

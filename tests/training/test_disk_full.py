@@ -126,8 +126,9 @@ def test_under_two_ranks_a_full_disk_at_the_start_stops_both_with_its_words(tmp_
 
 
 def test_every_writer_names_its_file_when_the_disk_is_full(tmp_path, monkeypatch):
-    """files.writing turns ENOSPC (also inside a RuntimeError's chain) into the one message; the
-    metrics log, the refused-job record, the lock and the atomic writes go through it."""
+    """files.writing turns ENOSPC (also inside a RuntimeError's chain) into the one message;
+    the metrics log and the refused-job record go through it (the lock and the atomic writes:
+    the tests of job.lock and config.yaml above)."""
     full = OSError(errno.ENOSPC, "No space left on device")
     for raised in (full, RuntimeError("torch.save failed")):
         raised.__cause__ = full if raised is not full else None
