@@ -212,11 +212,7 @@ def write_run(dst: str | Path, state: dict, kind: str, sizes: dict, overrides=()
 
 def evaluate(run_dir: str | Path, overrides=(), ten_view=True, device: str = "auto") -> dict:
     """Test error of a run folder's latest weights: centre crop, and 10 views (ref §3)."""
-    payload, _ = checkpoint.load_latest(run_dir)
-    if payload is None:
-        why = checkpoint.newest_problem(run_dir)
-        why = f"; the newest: {why}" if why else ""
-        raise ConvertError(f"{run_dir}: no readable checkpoint to evaluate{why}")
+    payload, _ = checkpoint.load_latest_or(run_dir, ConvertError)
     cfg = load_config(Path(run_dir) / "config.yaml", list(overrides))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -274,3 +274,16 @@ def test_caffemodel_without_protobuf_says_what_to_install(tmp_path, monkeypatch)
     caffe_net_parameter.cache_clear()
     with pytest.raises(ConvertError, match=r"needs the protobuf package \(pip install protobuf\)"):
         read_weights(tmp_path / "m.caffemodel")
+
+
+def test_evaluating_a_folder_without_weights_names_it(tmp_path):
+    """A run folder with no readable checkpoint: one ConvertError naming the folder and, when
+    there is one, what is wrong with its newest file."""
+    from alexnet2012.weights.convert import ConvertError, evaluate
+
+    with pytest.raises(ConvertError, match=f"{tmp_path}: no readable checkpoint in"):
+        evaluate(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "ckpt-00000003.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConvertError, match="the newest: .*ckpt-00000003.pt"):
+        evaluate(tmp_path)
