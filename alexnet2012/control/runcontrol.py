@@ -56,17 +56,16 @@ class RunControl:
         """Make ``run_dir`` this job's: the main rank takes its lock and runs ``check`` (the
         folder's state; raises RunFolderError or DiskFullError). Every rank raises the same
         error when either fails."""
-        problem = None
-        if self.env.is_main:
+
+        def take() -> None:
             try:
                 self.lock = RunLock(run_dir).acquire()
                 check()
-            except (RunFolderError, DiskFullError) as e:
+            except (RunFolderError, DiskFullError):
                 self.release()
-                problem = (isinstance(e, DiskFullError), getattr(e, "situation", str(e)))
-        problem = comm.broadcast_object(problem, self.env.world, src=0)
-        if problem:
-            raise (DiskFullError if problem[0] else RunFolderError)(problem[1])
+                raise
+
+        on_main(self.env, take, RunFolderError, DiskFullError)
 
     def has_state(self) -> None:
         """The run has its state (fresh or restored): from here a failure leaves the lock file
@@ -145,3 +144,20 @@ class RunControl:
         what follows (closing the logger, uploads) may take long."""
         comm.barrier(self.env.world)
         watchdog.disarm()
+
+
+def on_main(env: torchrun.Env, fn: Callable[[], object], *errors: type[Exception]):
+    """``fn()`` on the main rank, its result on every rank; an error of one of ``errors`` raised
+    there is raised on every rank, of the same type and with its words (a full disk's without
+    its advice: the caller knows what to do next)."""
+    out = problem = None
+    if env.is_main:
+        try:
+            out = fn()
+        except errors as e:
+            kind = next(i for i, t in enumerate(errors) if isinstance(e, t))
+            problem = (kind, getattr(e, "situation", str(e)))
+    out, problem = comm.broadcast_object((out, problem), env.world, src=0)
+    if problem:
+        raise errors[problem[0]](problem[1])
+    return out

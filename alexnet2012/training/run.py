@@ -20,9 +20,9 @@ import yaml
 
 from alexnet2012.config import Config, ConfigError
 from alexnet2012.control import jobs, torchrun
+from alexnet2012.control.runcontrol import on_main
 from alexnet2012.control.runlock import RunFolderError, earlier_run, set_aside
-from alexnet2012.files import DiskFullError, disk_full, is_disk_full
-from alexnet2012.parallel import comm
+from alexnet2012.files import DiskFullError, writing
 from alexnet2012.training.checkpoint import (
     check_space,
     checkpoints,
@@ -113,23 +113,24 @@ def _check_fresh(run_dir: Path, replace: bool) -> None:
     )
 
 
-def resolve_run_dir(cfg: Config, env) -> Path:
+def resolve_run_dir(cfg: Config, env: torchrun.Env) -> Path:
     """``run.dir``, or ``runs/<model>-<time>``, created by the main rank; every rank gets the
-    same folder, or the same :class:`RunFolderError` when it cannot be created."""
-    name = cfg.run.dir or f"runs/{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    problem, full = None, False
-    if env.is_main:
+    same folder, or the same :class:`RunFolderError` (:class:`DiskFullError`) when it cannot be
+    created."""
+
+    def create() -> str:
+        name = cfg.run.dir or f"runs/{cfg.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         try:
-            Path(name).mkdir(parents=True, exist_ok=True)
+            with writing(name):  # a full disk: DiskFullError naming the folder
+                Path(name).mkdir(parents=True, exist_ok=True)
+        except DiskFullError:
+            raise
         except OSError as e:
-            why = e.strerror or str(e)
-            problem = f"run.dir {name}: cannot create the folder ({why}); choose another"
-            full = is_disk_full(e)
-            problem = disk_full(Path(name)).situation if full else problem
-    name, problem, full = comm.broadcast_object((name, problem, full), env.world, src=0)
-    if problem:
-        raise (DiskFullError if full else RunFolderError)(problem)
-    return Path(name)
+            why = f"cannot create the folder ({e.strerror or e}); choose another"
+            raise RunFolderError(f"run.dir {name}: {why}") from None
+        return name
+
+    return Path(on_main(env, create, RunFolderError, DiskFullError))
 
 
 def out_of_space(e: DiskFullError, run_dir, env, claimed: bool) -> DiskFullError:
